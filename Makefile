@@ -1,0 +1,67 @@
+# Every target maps to one CLI command (`python -m orchestrator ...` or
+# `python -m analysis ...`); `make help` lists them. Targets install what they
+# need into .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch on a fresh CPU machine; on a GPU machine set
+# TORCH_SPEC to the CUDA build you want (or to "" to keep an installed one).
+TORCH_SPEC ?= torch==2.13.0
+CONFIG ?= experiments/demo.yaml
+ARGS ?=
+RESULTS ?= runs/demo/results.csv
+FIT_OUT ?= $(dir $(RESULTS))analysis
+POINTS ?= ../shared/data/chinchilla_epoch/svg_extracted_data.csv
+
+export RAY_USAGE_STATS_ENABLED ?= 0
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export PYTHONUNBUFFERED ?= 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install sweep plan grade ui fit fit-2d test test-fast bench lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install the project (+ dev extra)
+
+sweep: install ## run a sweep: make sweep [CONFIG=experiments/demo.yaml] [ARGS='grid.seeds=[0,1]']
+	$(PY) -m orchestrator sweep $(CONFIG) $(ARGS)
+
+plan: install ## print a config's stage plan without running it
+	$(PY) -m orchestrator plan $(CONFIG) $(ARGS)
+
+grade: install ## grade a JSONL of completions: make grade FILE=x.jsonl TASK=gsm8k OUT=graded.jsonl
+	$(PY) -m orchestrator grade $(FILE) --task $(or $(TASK),gsm8k) --out $(or $(OUT),graded.jsonl)
+
+ui: install ## MLflow UI on 127.0.0.1 over a sweep's store
+	$(PY) -m orchestrator ui $(CONFIG) $(ARGS)
+
+fit: install ## fit scaling laws: make fit RESULTS=runs/demo/results.csv
+	$(PY) -m analysis fit $(RESULTS) --baseline sft_teacher --out $(FIT_OUT)
+
+fit-2d: install ## fit L(N, D) = E + A/N^a + B/D^b on a model-size x data-size table
+	$(PY) -m analysis fit-2d $(POINTS) --out $(or $(OUT),runs/fit_2d)
+
+test: install ## run the whole test suite (what CI runs)
+	$(PY) -m pytest
+
+test-fast: install ## the suite without the slow end-to-end tests
+	$(PY) -m pytest -m "not slow and not gpu"
+
+bench: install ## ratio benchmarks (speed and memory against an in-run baseline)
+	$(PY) -m benchmarks
+
+lint: install ## ruff
+	$(PY) -m ruff check .
+
+clean: ## remove the venv and caches (keeps runs/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
