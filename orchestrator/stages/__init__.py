@@ -1,0 +1,42 @@
+"""The stage registry: name -> plain function, code version, resource group.
+
+A stage is `run(params, inputs, out_dir) -> Result`: a typed config slice and
+the artifact folders of its inputs in, files in `out_dir` and a typed result
+dataclass out. Stages know nothing of Ray or MLflow (they must not import
+either); `store.run_cached` and the runner wrap them.
+
+Bump a stage's VERSION whenever a change to its code would change its output:
+the version is part of the cache key, so finished artifacts of the old code are
+then recomputed instead of silently reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.stages import base_model, evaluate, sft, teacher
+
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str
+    run: Callable[..., Any]
+    version: str
+    resource_group: str     # the entry of cluster.resources it runs with
+
+
+def _define(name: str, module: Any, resource_group: str | None = None) -> StageDef:
+    return StageDef(name, module.run, module.VERSION, resource_group or name)
+
+
+STAGES: dict[str, StageDef] = {
+    d.name: d
+    for d in (
+        _define("base_model", base_model),
+        _define("teacher_generate", teacher),
+        _define("sft", sft),
+        _define("evaluate", evaluate),
+    )
+}

@@ -1,0 +1,41 @@
+"""`vllm` backend: the vLLM offline engine, for GPU clusters.
+
+Prefix caching is on: Monte Carlo rollouts share long prefixes (the problem
+plus the steps so far), which vLLM then computes once. vLLM is the `[gpu]`
+extra and is imported only here, when this backend is built; a CPU install
+never has it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orchestrator.backends.base import Completion, check_request
+from orchestrator.config import ModelConfig
+
+
+class VLLMBackend:
+    def __init__(self, model_path: str, model_config: ModelConfig, tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.85):
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise RuntimeError("generation.backend is 'vllm' but vLLM is not installed; install the "
+                               "GPU extra (pip install -e '.[gpu]') on a CUDA machine, or use "
+                               "generation.backend: hf") from exc
+        dtype = "auto" if model_config.dtype == "auto" else model_config.dtype
+        self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size,
+                       gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
+                       trust_remote_code=model_config.trust_remote_code, dtype=dtype)
+
+    def generate(self, prompts: Sequence[str], n: int = 1, temperature: float = 0.0,
+                 top_p: float = 1.0, max_new_tokens: int = 64, stop: Sequence[str] = (),
+                 seed: int = 0) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        check_request(n, temperature)
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature else 1.0,
+                                max_tokens=max_new_tokens, stop=list(stop) or None, seed=seed)
+        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        return [[Completion(o.text, len(o.token_ids), o.finish_reason == "stop") for o in out.outputs]
+                for out in outputs]

@@ -1,0 +1,105 @@
+"""`python -m orchestrator {sweep,plan,grade,ui}`: the command line.
+
+Exit codes: 0 success, 1 a failed run (a stage raised, tracking broke),
+2 bad input (config, override, input file); bad input is one line on stderr.
+Each Makefile target calls exactly one of these commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from orchestrator.config import ConfigError, config_help, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="experiment YAML, e.g. experiments/demo.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. grid.seeds=[0,1] train.sft.epochs=2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    keys = "config keys (set in the YAML or override as key=value):\n" + config_help()
+    fmt = argparse.RawDescriptionHelpFormatter
+    sweep = sub.add_parser("sweep", help="run a grid end to end", epilog=keys, formatter_class=fmt)
+    _config_args(sweep)
+    plan = sub.add_parser("plan", help="print the stage plan without running it", epilog=keys,
+                          formatter_class=fmt)
+    _config_args(plan)
+    grade = sub.add_parser("grade", help="grade a JSONL of completions (fields: completion, answer)")
+    grade.add_argument("file")
+    grade.add_argument("--task", default="gsm8k", choices=["gsm8k", "math", "arith"])
+    grade.add_argument("--out", required=True, help="graded JSONL to write")
+    grade.add_argument("--timeout", type=float, default=5.0, help="seconds per answer")
+    ui = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 over a sweep's store")
+    _config_args(ui)
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (keep loopback unless "
+                                                          "you mean to expose it)")
+    return parser
+
+
+def cmd_sweep(args) -> int:
+    from orchestrator.sweep import print_report, run_sweep
+
+    config = load_config(args.config, args.overrides)
+    summary = run_sweep(config)
+    print_report(summary, config)
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def cmd_plan(args) -> int:
+    from orchestrator.planning import describe_plan, expand_grid
+
+    config = load_config(args.config, args.overrides)
+    print(describe_plan(expand_grid(config)))
+    return EXIT_OK
+
+
+def cmd_grade(args) -> int:
+    from orchestrator.tasks.grading import grade_jsonl
+
+    try:
+        summary = grade_jsonl(args.file, args.out, task=args.task, timeout_s=args.timeout)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"graded {summary.n} completions: accuracy {summary.accuracy:.4f} "
+          f"({summary.n_correct} correct, {summary.n_timed_out} timed out) -> {args.out}")
+    return EXIT_OK
+
+
+def cmd_ui(args) -> int:
+    from orchestrator.sweep import is_local_store
+
+    config = load_config(args.config, args.overrides)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", config.tracking_uri,
+               "--host", args.host, "--port", str(args.port)]
+    if is_local_store(config.tracking_uri):
+        command += ["--default-artifact-root", str((config.output_dir / "mlartifacts").resolve())]
+    print(f"MLflow UI for {config.tracking_uri} on http://{args.host}:{args.port} (Ctrl-C stops)")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.call(command, env=env)
+
+
+COMMANDS = {"sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_ui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished stages are kept; re-run the same command to resume",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,311 @@
+"""The experiment schema: one frozen dataclass per YAML section.
+
+An experiment YAML has the sections below; every field has a default and a
+help string (`python -m orchestrator sweep --help` lists them all). Loading
+rejects unknown keys, wrong types and inconsistent values with one line that
+names the file, line and field (see `config_schema`). Dotted overrides
+(`grid.seeds=[0,1]`) go through the same validation.
+
+This module must not import torch, ray or mlflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrator.config_schema import (
+    ConfigError,
+    Where,
+    apply_override,
+    build_dataclass,
+    field_docs,
+    knob,
+    load_raw,
+    to_dict,
+)
+from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE
+
+DATA_TYPES = ("sft_teacher", "rft_self", "dpo_negative", "dpo_per_step", "sft_human")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = knob("demo", "experiment name: the MLflow experiment and the runs/<name>/ folder",
+                     nonempty=True)
+    output_dir: str = knob("", "where results.csv, the MLflow store and artifacts go "
+                               "(default runs/<name>)")
+    description: str = knob("", "free text, logged with the sweep")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: Literal["arith", "gsm8k", "math"] = knob("arith", "benchmark")
+    path: str = knob("", "gsm8k/math: local folder with train.jsonl and test.jsonl "
+                         "(empty: Hugging Face datasets)")
+    n_train: int = knob(20000, "training problems available to the teacher (the pool's upper bound)",
+                        min=1)
+    n_test: int = knob(300, "test problems evaluated (the first n of the test split)", min=1)
+    prompt_template: str = knob(DEFAULT_PROMPT_TEMPLATE, "model input; {question} is replaced")
+    seed: int = knob(0, "arith: generator seed (fixes both splits)")
+    min_steps: int = knob(2, "arith: fewest reasoning steps per problem", min=1)
+    max_steps: int = knob(3, "arith: most reasoning steps per problem", min=1)
+    max_operand: int = knob(9, "arith: largest number in a problem statement", min=1)
+    max_value: int = knob(30, "arith: largest intermediate value", min=2)
+    ops: tuple[Literal["+", "-", "*"], ...] = knob(("+", "-"), "arith: operations used",
+                                                    nonempty=True)
+    calculator_annotations: bool = knob(False, "arith: GSM8K's <<a+b=c>> annotations in solutions")
+    strip_calculator_annotations: bool = knob(False, "gsm8k: remove <<...>> from reference solutions")
+    levels: tuple[int, ...] = knob((), "math: keep only these difficulty levels (empty: all)")
+    subjects: tuple[str, ...] = knob((), "math: keep only these subjects (empty: all)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base: str = knob("tiny", "'tiny' (built here from scratch) or a Hugging Face model path/name")
+    trust_remote_code: bool = knob(False, "let transformers run code shipped with the model")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = knob(
+        "auto", "weights dtype (auto: bfloat16 on GPU, float32 on CPU)")
+    init_seed: int = knob(0, "tiny: weight-init seed of the base model (shared by all grid cells)")
+    vocab_size: int = knob(512, "tiny: BPE vocabulary size (upper bound)", min=64)
+    hidden_size: int = knob(128, "tiny: hidden size", min=8)
+    num_layers: int = knob(4, "tiny: transformer layers", min=1)
+    num_heads: int = knob(4, "tiny: attention heads", min=1)
+    intermediate_size: int = knob(384, "tiny: MLP width", min=8)
+    max_position_embeddings: int = knob(256, "tiny: context length", min=32)
+    tokenizer_docs: int = knob(4000, "tiny: training problems the tokenizer is fitted on", min=1)
+    pretrain_docs: int = knob(0, "tiny: documents of arithmetic 'pre-training' (equation chains "
+                                 "and unlabelled questions; 0 = none)", min=0)
+    pretrain_epochs: float = knob(1.0, "tiny: pre-training epochs", min=0.0)
+    pretrain_learning_rate: float = knob(3e-3, "tiny: pre-training learning rate", min=0.0)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    kind: Literal["oracle", "model"] = knob(
+        "oracle", "oracle: the task's exact solver (arith only); model: a model through the "
+                  "generation backend, answer-filtered")
+    pool_size: int = knob(0, "problems in the synthetic pool D_syn (0: the largest grid size); set it "
+                             "above the largest size you will ever run, and adding sizes later "
+                             "reuses every finished stage", min=0)
+    model: str = knob("", "kind=model: Hugging Face model path/name of the teacher")
+    samples_per_problem: int = knob(4, "kind=model: attempts per problem to find a correct solution",
+                                    min=1)
+    temperature: float = knob(0.7, "kind=model: sampling temperature", min=0.0)
+    max_new_tokens: int = knob(256, "kind=model: longest solution", min=1)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    backend: Literal["hf", "vllm"] = knob("hf", "hf: batched transformers generate (CPU/GPU); "
+                                                "vllm: vLLM offline engine (GPU, [gpu] extra)")
+    batch_size: int = knob(128, "prompts per forward batch (hf)", min=1)
+    max_new_tokens: int = knob(64, "longest completion for evaluation and self-sampling", min=1)
+    stop: tuple[str, ...] = knob((), "extra stop strings (EOS always stops)")
+    tensor_parallel_size: int = knob(1, "vllm: GPUs per engine", min=1)
+    gpu_memory_utilization: float = knob(0.85, "vllm: fraction of GPU memory", min=0.05, max=1.0)
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    epochs: float = knob(3.0, "passes over the data", min=0.0)
+    learning_rate: float = knob(3e-3, "peak learning rate (TRL's 2e-5 default is for 7B models)",
+                                min=0.0)
+    batch_size: int = knob(32, "examples per optimizer step per device", min=1)
+    gradient_accumulation_steps: int = knob(1, "micro-batches per optimizer step", min=1)
+    lr_scheduler: str = knob("cosine", "transformers scheduler name")
+    warmup_ratio: float = knob(0.05, "fraction of steps warming up", min=0.0, max=1.0)
+    weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
+    max_length: int = knob(256, "longest tokenized example (prompt + completion)", min=16)
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    epochs: float = knob(2.0, "passes over the preference pairs", min=0.0)
+    learning_rate: float = knob(2e-4, "peak learning rate (TRL's 1e-6 default is for 7B models)",
+                                min=0.0)
+    batch_size: int = knob(32, "pairs per optimizer step per device", min=1)
+    gradient_accumulation_steps: int = knob(1, "micro-batches per optimizer step", min=1)
+    beta: float = knob(0.1, "DPO temperature beta (strength of the KL anchor to the SFT model)",
+                       min=0.0)
+    loss_type: tuple[str, ...] = knob(("sigmoid",), "TRL DPO loss types", nonempty=True)
+    lr_scheduler: str = knob("cosine", "transformers scheduler name")
+    warmup_ratio: float = knob(0.05, "fraction of steps warming up", min=0.0, max=1.0)
+    max_length: int = knob(256, "longest tokenized pair side (prompt + completion)", min=16)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    sft: SFTConfig = knob(SFTConfig(), "supervised fine-tuning (sft_teacher, rft_self)")
+    dpo: DPOConfig = knob(DPOConfig(), "preference training (dpo_negative, dpo_per_step)")
+    device: Literal["auto", "cpu", "cuda"] = knob("auto", "auto: cuda when Ray gave the stage a GPU")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    pass_k: int = knob(0, "also report sampled pass@k for this k (0: greedy pass@1 only)", min=0)
+    pass_k_samples: int = knob(0, "samples per problem for pass@k (0: k); the unbiased estimator "
+                                   "of Chen et al. 2021", min=0)
+    temperature: float = knob(0.7, "sampling temperature for pass@k", min=0.0)
+    grade_timeout_s: float = knob(5.0, "time bound for grading one answer", min=0.1)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    data_types: tuple[Literal[DATA_TYPES], ...] = knob(("sft_teacher",), "grid rows: kinds of "
+                                                       "synthetic data", nonempty=True)
+    sizes: tuple[int, ...] = knob((250, 500, 1000, 2000), "synthetic data sizes n (problems)",
+                                  min=1, nonempty=True)
+    seeds: tuple[int, ...] = knob((0,), "seeds: change data order, sampling and SFT/DPO init",
+                                  min=0, nonempty=True)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str = knob("", "MLflow tracking URI (default sqlite:///<output_dir>/mlflow.db)")
+    experiment: str = knob("", "MLflow experiment name (default experiment.name)")
+    log_artifacts: bool = knob(True, "log evaluation JSONL and plots as MLflow artifacts")
+
+
+@dataclass(frozen=True)
+class StageResources:
+    num_cpus: float = knob(1.0, "CPUs Ray reserves for one such stage", min=0.0)
+    num_gpus: float = knob(0.0, "GPUs Ray reserves for one such stage", min=0.0)
+    memory_gb: float = knob(0.0, "memory Ray reserves (0: no reservation)", min=0.0)
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    base_model: StageResources = knob(StageResources(), "building/pre-training the base model")
+    teacher_generate: StageResources = knob(StageResources(), "writing the synthetic pool")
+    sft: StageResources = knob(StageResources(), "SFT training")
+    evaluate: StageResources = knob(StageResources(), "test-set evaluation")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    address: str = knob("", "Ray address (empty: RAY_ADDRESS, else a local Ray on this machine)")
+    num_cpus: int = knob(0, "local Ray only: CPUs to use (0: all)", min=0)
+    torch_threads: int = knob(1, "torch threads per CPU stage (keep num_cpus x threads <= cores)",
+                              min=1)
+    max_retries: int = knob(2, "retries of a stage whose worker or node died", min=0)
+    retry_exceptions: bool = knob(False, "also retry stages that raised (flaky storage, OOM)")
+    artifacts: str = knob("", "stage artifact store shared by sweeps (default <output_dir>/artifacts;"
+                              " on a cluster a path every node sees)")
+    resources: ResourcesConfig = knob(ResourcesConfig(), "per-stage resource requests")
+
+
+@dataclass(frozen=True)
+class Config:
+    experiment: ExperimentConfig = knob(ExperimentConfig(), "what this experiment is")
+    task: TaskConfig = knob(TaskConfig(), "benchmark and its difficulty knobs")
+    model: ModelConfig = knob(ModelConfig(), "base model")
+    teacher: TeacherConfig = knob(TeacherConfig(), "who writes the synthetic data")
+    generation: GenerationConfig = knob(GenerationConfig(), "generation backend")
+    train: TrainConfig = knob(TrainConfig(), "training hyper-parameters")
+    eval: EvalConfig = knob(EvalConfig(), "evaluation")
+    grid: GridConfig = knob(GridConfig(), "the sweep: data types x sizes x seeds")
+    tracking: TrackingConfig = knob(TrackingConfig(), "MLflow")
+    cluster: ClusterConfig = knob(ClusterConfig(), "Ray cluster and resources")
+
+    # Derived locations; all relative paths are relative to the working directory.
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.experiment.output_dir or f"runs/{self.experiment.name}")
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return Path(self.cluster.artifacts) if self.cluster.artifacts else self.output_dir / "artifacts"
+
+    @property
+    def pool_size(self) -> int:
+        return self.teacher.pool_size or max(self.grid.sizes)
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{(self.output_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_experiment(self) -> str:
+        return self.tracking.experiment or self.experiment.name
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, override and validate an experiment YAML; raises ConfigError (one line)."""
+    raw, where = load_raw(Path(path))
+    for text in overrides:
+        apply_override(raw, text, where)
+    config = build_dataclass(Config, raw, "", where)
+    check_consistency(config, where)
+    return config
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate an in-memory mapping (tests, notebooks)."""
+    where = Where(source)
+    config = build_dataclass(Config, raw, "", where)
+    check_consistency(config, where)
+    return config
+
+
+def _check_unique_sorted(values: tuple[int, ...], path: str, where: Where) -> None:
+    for i in range(1, len(values)):
+        if values[i] <= values[i - 1]:
+            raise where.error(f"{path}[{i}]", f"expected strictly increasing values, "
+                                              f"got {values[i]} after {values[i - 1]}")
+
+
+def check_consistency(config: Config, where: Where) -> None:
+    """Cross-field rules that single-field types cannot express."""
+    _check_unique_sorted(config.grid.sizes, "grid.sizes", where)
+    if len(set(config.grid.seeds)) != len(config.grid.seeds):
+        raise where.error("grid.seeds", f"expected distinct seeds, got {list(config.grid.seeds)}")
+    if len(set(config.grid.data_types)) != len(config.grid.data_types):
+        raise where.error("grid.data_types", "expected each data type once")
+    task = config.task
+    if task.min_steps > task.max_steps:
+        raise where.error("task.min_steps", f"expected <= task.max_steps ({task.max_steps}), "
+                                            f"got {task.min_steps}")
+    if config.teacher.pool_size and max(config.grid.sizes) > config.teacher.pool_size:
+        raise where.error("teacher.pool_size", f"smaller than the largest grid size "
+                                               f"{max(config.grid.sizes)}")
+    if config.model.pretrain_docs and (config.model.base != "tiny" or task.name != "arith"):
+        raise where.error("model.pretrain_docs", "pre-training is for the tiny base model on the "
+                                                 "arith task only")
+    if config.eval.pass_k and config.eval.pass_k_samples and config.eval.pass_k_samples < config.eval.pass_k:
+        raise where.error("eval.pass_k_samples", f"expected >= eval.pass_k ({config.eval.pass_k})")
+    if config.pool_size > task.n_train:
+        field_name = "teacher.pool_size" if config.teacher.pool_size else "grid.sizes"
+        raise where.error(field_name, f"a pool of {config.pool_size} exceeds task.n_train "
+                                      f"({task.n_train}), the training problems available")
+    if config.teacher.kind == "oracle" and task.name != "arith":
+        raise where.error("teacher.kind", f"the oracle teacher exists only for task 'arith'; "
+                                          f"task {task.name!r} needs teacher.kind: model")
+    if config.teacher.kind == "model" and not config.teacher.model:
+        raise where.error("teacher.model", "teacher.kind is 'model' but no teacher.model is given")
+    if "sft_human" in config.grid.data_types and task.name == "arith":
+        raise where.error("grid.data_types", "sft_human needs human-written solutions "
+                                             "(task gsm8k or math), not arith")
+    if config.model.base == "tiny" and config.model.hidden_size % config.model.num_heads:
+        raise where.error("model.num_heads", f"must divide model.hidden_size "
+                                             f"({config.model.hidden_size})")
+
+
+def config_help() -> str:
+    """Every field with its default and help text, for --help and the docs."""
+    rows = field_docs(Config)
+    width = max(len(key) for key, _, _ in rows)
+    return "\n".join(f"  {key:<{width}}  {help_} (default: {default})" for key, default, help_ in rows)
+
+
+def config_dict(config: Config) -> dict[str, Any]:
+    """The whole config as plain data (for logging and hashing)."""
+    return to_dict(config)
+
+
+__all__ = ["Config", "ConfigError", "DATA_TYPES", "config_dict", "config_from_dict", "config_help",
+           "load_config"]

@@ -1,0 +1,119 @@
+"""Progress display for a sweep: stages done / total, what is in flight, ETA.
+
+One line per finished stage (so logs and CI output stay readable), plus, on a
+terminal, a status line redrawn in place while stages run. The ETA uses the
+mean duration of the stages of each kind that did work in this sweep, divided
+by how many run at once; before any has finished it says so instead of
+guessing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+
+from orchestrator.planning import Plan, StageSpec
+from orchestrator.store import Outcome
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    def __init__(self, plan: Plan, parallelism: int, stream=None):
+        self.plan = plan
+        self.total = len(plan.specs)
+        self.parallelism = max(1, parallelism)
+        self.stream = stream or sys.stdout
+        self.interactive = self.stream.isatty()
+        self.done: set[str] = set()
+        self.in_flight: dict[str, float] = {}          # key -> submit time
+        self.durations: dict[str, list[float]] = defaultdict(list)
+        self.cached = 0
+        self.start = time.monotonic()
+        self._last_status = 0.0
+
+    # -- events from the runner
+    def submitted(self, spec: StageSpec) -> None:
+        self.in_flight[spec.key] = time.monotonic()
+
+    def finished(self, spec: StageSpec, outcome: Outcome) -> None:
+        self.in_flight.pop(spec.key, None)
+        self.done.add(spec.key)
+        if outcome.cached:
+            self.cached += 1
+            how = "cached"
+        else:
+            self.durations[spec.stage].append(outcome.wall_seconds)
+            how = f"{format_seconds(outcome.wall_seconds)} on {outcome.node}"
+        self._line(f"{spec.id} {how}{self._headline(outcome)}")
+
+    def failed(self, spec: StageSpec, error: str) -> None:
+        self.in_flight.pop(spec.key, None)
+        self.done.add(spec.key)
+        self._line(f"FAILED {spec.id}: {error}")
+
+    def skipped(self, spec: StageSpec, upstream: StageSpec) -> None:
+        self.in_flight.pop(spec.key, None)
+        self.done.add(spec.key)
+        self._line(f"skipped {spec.id} (upstream {upstream.id} failed)")
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.interactive and now - self._last_status > 1.0:
+            self._last_status = now
+            self.stream.write("\r\033[K" + self.status())
+            self.stream.flush()
+
+    # -- rendering
+    @staticmethod
+    def _headline(outcome: Outcome) -> str:
+        result = outcome.result
+        if "test_error" in result:
+            return f"  test_error={result['test_error']:.3f}"
+        if "final_loss" in result and result["final_loss"] == result["final_loss"]:
+            return f"  loss={result['final_loss']:.3f}"
+        return ""
+
+    def _line(self, text: str) -> None:
+        prefix = "\r\033[K" if self.interactive else ""
+        count = f"[{len(self.done)}/{self.total}]"
+        self.stream.write(f"{prefix}{count} {text}\n")
+        if self.interactive:
+            self.stream.write(self.status())
+        self.stream.flush()
+
+    def eta_seconds(self) -> float | None:
+        remaining = [s for s in self.plan.specs if s.key not in self.done]
+        if not remaining:
+            return 0.0
+        all_durations = [d for ds in self.durations.values() for d in ds]
+        if not all_durations:
+            return None
+        fallback = sum(all_durations) / len(all_durations)
+        work = 0.0
+        for spec in remaining:
+            ds = self.durations.get(spec.stage)
+            work += sum(ds) / len(ds) if ds else fallback
+        return work / self.parallelism
+
+    def status(self) -> str:
+        eta = self.eta_seconds()
+        eta_text = f"ETA ~{format_seconds(eta)}" if eta is not None else "ETA after the first stage"
+        running = sorted(self.in_flight, key=self.in_flight.get)[:3]
+        names = ", ".join(self.plan.get(k).id for k in running)
+        elapsed = format_seconds(time.monotonic() - self.start)
+        return (f"[{len(self.done)}/{self.total} done, {elapsed} elapsed, {eta_text}] "
+                f"queued/running: {names or '-'}")
+
+    def summary(self) -> str:
+        executed = len(self.done) - self.cached
+        return (f"{len(self.done)}/{self.total} stages in {format_seconds(time.monotonic() - self.start)}"
+                f" ({executed} run, {self.cached} cached)")

@@ -1,0 +1,106 @@
+"""The sweep's results tables, rebuilt from stage artifacts (never appended).
+
+`results.csv`: one row per grid cell (data_type, n, seed) with test_error,
+pass@1 (and pass@k), and the cost of the cell's whole stage chain:
+
+- `train_tokens`, `generated_tokens`, `wall_seconds`: summed over every stage
+  the cell depends on, shared upstream stages included in full, except two:
+  the base model (common to every cell; not synthetic-data cost) is left out,
+  and the teacher pool counts in proportion n / pool size (the cell uses a
+  prefix of it).
+- `device_seconds`: each stage's wall seconds times the devices it reserved
+  (GPUs, or CPUs for a CPU-only stage).
+
+`per_problem.csv`: one row per cell and test problem (`correct` 0/1), for
+bootstrapping over test problems.
+
+The tables are rewritten whole from the artifacts every time, so a resumed
+sweep can never duplicate a row. This module must not import ray or mlflow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from orchestrator.planning import Cell, Plan, StageSpec
+from orchestrator.store import Outcome
+
+RESULT_COLUMNS = ["experiment", "data_type", "n", "seed", "test_error", "pass_at_1", "pass_at_k",
+                  "k", "n_test", "model", "train_tokens", "generated_tokens", "wall_seconds",
+                  "device_seconds", "eval_key"]
+
+
+def devices_reserved(spec: StageSpec) -> float:
+    return spec.resources.num_gpus or spec.resources.num_cpus or 1.0
+
+
+def chain_cost(plan: Plan, cell: Cell, outcomes: dict[str, Outcome], pool_size: int) -> dict:
+    cost = {"train_tokens": 0.0, "generated_tokens": 0.0, "wall_seconds": 0.0, "device_seconds": 0.0}
+    for key in cell.chain:
+        spec = plan.get(key)
+        if spec.stage == "base_model":
+            continue
+        share = cell.n / pool_size if spec.stage == "teacher_generate" else 1.0
+        result = outcomes[key].result
+        wall = float(result.get("wall_seconds", 0.0))
+        cost["train_tokens"] += share * float(result.get("train_tokens", 0))
+        cost["generated_tokens"] += share * float(result.get("generated_tokens", 0))
+        cost["wall_seconds"] += share * wall
+        cost["device_seconds"] += share * wall * devices_reserved(spec)
+    return {k: round(v, 3) for k, v in cost.items()}
+
+
+def results_table(plan: Plan, outcomes: dict[str, Outcome], experiment: str, model: str,
+                  pool_size: int) -> pd.DataFrame:
+    """Rows for every cell whose evaluation finished."""
+    rows = []
+    for cell in plan.cells:
+        if cell.eval_key not in outcomes or any(k not in outcomes for k in cell.chain):
+            continue
+        ev = outcomes[cell.eval_key].result
+        rows.append({
+            "experiment": experiment, "data_type": cell.data_type, "n": cell.n, "seed": cell.seed,
+            "test_error": ev["test_error"], "pass_at_1": ev["pass_at_1"],
+            "pass_at_k": ev.get("pass_at_k"), "k": ev.get("k"), "n_test": ev["n_test"],
+            "model": model, **chain_cost(plan, cell, outcomes, pool_size),
+            "eval_key": cell.eval_key[:16],
+        })
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def per_problem_table(plan: Plan, outcomes: dict[str, Outcome], experiment: str) -> pd.DataFrame:
+    frames = []
+    for cell in plan.cells:
+        if cell.eval_key not in outcomes:
+            continue
+        path = Path(outcomes[cell.eval_key].artifact_dir) / "predictions.jsonl"
+        with path.open() as f:
+            preds = [json.loads(line) for line in f]
+        frames.append(pd.DataFrame({
+            "experiment": experiment, "data_type": cell.data_type, "n": cell.n, "seed": cell.seed,
+            "problem_id": [p["problem_id"] for p in preds],
+            "correct": [int(p["correct"]) for p in preds]}))
+    columns = ["experiment", "data_type", "n", "seed", "problem_id", "correct"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def write_atomic_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def summary_table(results: pd.DataFrame) -> str:
+    """test_error per (data_type, n): mean ± sd over seeds, as text."""
+    if results.empty:
+        return "(no finished evaluations)"
+    grouped = results.groupby(["data_type", "n"])["test_error"]
+    table = grouped.agg(["mean", "std", "count"]).reset_index()
+    lines = [f"{'data_type':<14} {'n':>7} {'test_error':>10} {'sd':>7} {'seeds':>5}"]
+    for row in table.itertuples():
+        sd = "-" if row.count < 2 else f"{row.std:.3f}"
+        lines.append(f"{row.data_type:<14} {row.n:>7} {row.mean:>10.3f} {sd:>7} {row.count:>5}")
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""The Ray runner: the only module that imports `ray`.
+
+Every stage of a plan becomes one Ray task with the stage's resources;
+upstream results pass as ObjectRefs, so Ray schedules the DAG and starts a
+stage as soon as its inputs exist. Finished stages (a `DONE` artifact in the
+store) are not submitted at all. A worker or node that dies has its task
+retried (`cluster.max_retries`); a stage that raises fails alone, and its
+dependents are reported as skipped while independent branches go on.
+
+Swapping the executor (local process, another scheduler) means replacing this
+one file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from orchestrator.config import Config
+from orchestrator.planning import Plan, StageSpec
+from orchestrator.store import ArtifactStore, Outcome, run_cached
+
+# Set for every Ray worker: stage threads, and no phone-home from libraries.
+WORKER_ENV = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+@dataclass
+class RunReport:
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)    # key -> one-line error
+    skipped: dict[str, str] = field(default_factory=dict)   # key -> the failed upstream key
+
+
+class Events:
+    """What the runner tells its caller (progress display, tracking)."""
+
+    def submitted(self, spec: StageSpec) -> None: ...
+    def finished(self, spec: StageSpec, outcome: Outcome) -> None: ...
+    def failed(self, spec: StageSpec, error: str) -> None: ...
+    def skipped(self, spec: StageSpec, upstream: StageSpec) -> None: ...
+    def tick(self) -> None: ...
+
+
+def start_ray(config: Config) -> str:
+    """Connect to the configured cluster, or start a local Ray; returns where."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = config.cluster.address or os.environ.get("RAY_ADDRESS", "")
+    env = {**WORKER_ENV, "SYNTHSCALE_TORCH_THREADS": str(config.cluster.torch_threads)}
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False,
+                 ignore_reinit_error=True)
+        return address
+    # A purely local Ray: no auth token under $HOME, dashboard only on loopback.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=config.cluster.num_cpus or None, include_dashboard=False,
+             dashboard_host="127.0.0.1", runtime_env={"env_vars": env}, log_to_driver=False,
+             ignore_reinit_error=True, configure_logging=True, logging_level="warning")
+    return "local"
+
+
+def stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _remote_stage():
+    import ray
+
+    @ray.remote
+    def execute(spec: StageSpec, store_root: str, *upstream: Outcome) -> Outcome:
+        inputs = {name: o.artifact_dir for (name, _), o in zip(spec.inputs, upstream, strict=True)}
+        return run_cached(ArtifactStore(store_root), spec, inputs)
+
+    return execute
+
+
+def _submit(execute, spec: StageSpec, config: Config, store: ArtifactStore, deps: list):
+    res = spec.resources
+    options = dict(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=config.cluster.max_retries,
+                   retry_exceptions=config.cluster.retry_exceptions, name=spec.id)
+    if res.memory_gb:
+        options["memory"] = int(res.memory_gb * 2**30)
+    return execute.options(**options).remote(spec, str(store.root), *deps)
+
+
+def run_plan(plan: Plan, config: Config, events: Events,
+             poll_seconds: float = 0.5) -> RunReport:
+    """Run every unfinished stage of `plan` on the connected Ray; blocks until done."""
+
+    store = ArtifactStore(config.artifacts_dir)
+    store.clean_stale()
+    report = RunReport()
+    execute = _remote_stage()
+    pending: dict = {}          # ObjectRef -> key
+    refs: dict[str, object] = {}
+    for spec in plan.specs:     # topological order: inputs are known before their users
+        if store.is_done(spec.stage, spec.key):
+            report.outcomes[spec.key] = store.load(spec.stage, spec.key)
+            events.finished(spec, report.outcomes[spec.key])
+            continue
+        deps = [refs.get(k) or report.outcomes[k] for _, k in spec.inputs]
+        refs[spec.key] = _submit(execute, spec, config, store, deps)
+        pending[refs[spec.key]] = spec.key
+        events.submitted(spec)
+    _collect(plan, pending, report, events, poll_seconds)
+    return report
+
+
+def _collect(plan: Plan, pending: dict, report: RunReport, events: Events,
+             poll_seconds: float) -> None:
+    import ray
+    from ray.exceptions import RayError
+
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_seconds)
+        events.tick()
+        for ref in ready:
+            key = pending.pop(ref)
+            spec = plan.get(key)
+            try:
+                outcome = ray.get(ref)
+            except RayError as exc:
+                _record_failure(plan, spec, exc, report, events)
+                continue
+            report.outcomes[key] = outcome
+            events.finished(spec, outcome)
+
+
+def _record_failure(plan: Plan, spec: StageSpec, exc: Exception, report: RunReport,
+                    events: Events) -> None:
+    failed_upstream = next((k for k in plan.ancestors(spec.key)[:-1]
+                            if k in report.failed or k in report.skipped), None)
+    if failed_upstream is not None:
+        report.skipped[spec.key] = failed_upstream
+        events.skipped(spec, plan.get(failed_upstream))
+        return
+    cause = getattr(exc, "cause", None) or exc
+    message = f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
+    report.failed[spec.key] = message
+    events.failed(spec, message)

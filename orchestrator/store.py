@@ -1,0 +1,116 @@
+"""The content-addressed artifact store: how a stage runs at most once.
+
+A stage's output lives at `<root>/<stage>/<key[:16]>/`. It is written into a
+temporary folder beside it, renamed into place in one atomic step, and a
+`DONE` marker is written last: a folder without `DONE` is an interrupted
+attempt and is redone. That single mechanism gives resume after preemption,
+de-duplication across sweeps sharing the store, and safe retries (two workers
+racing on one key both finish; the first rename wins, the loser's copy is
+dropped).
+
+Each finished folder holds `spec.json` (what ran: stage, key, params, inputs),
+`result.json` (the stage's typed result) and the stage's own files.
+
+This module is executor-agnostic: it must not import ray or mlflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config_schema import to_dict
+
+DONE = "DONE"
+STALE_TMP_SECONDS = 6 * 3600
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the runner gets back from one stage: its result and where it lives."""
+
+    key: str
+    stage: str
+    artifact_dir: str
+    result: dict[str, Any]
+    cached: bool          # True: found finished, no work done now
+    node: str             # host that did the work (or found it done)
+    wall_seconds: float   # of this execution (0 when cached)
+
+
+class ArtifactStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key[:16]
+
+    def is_done(self, stage: str, key: str) -> bool:
+        return (self.path(stage, key) / DONE).exists()
+
+    def load(self, stage: str, key: str) -> Outcome:
+        folder = self.path(stage, key)
+        result = json.loads((folder / "result.json").read_text())
+        return Outcome(key, stage, str(folder), result, True, socket.gethostname(), 0.0)
+
+    def new_tmp(self, stage: str, key: str) -> Path:
+        tmp = self.root / stage / f".tmp-{key[:16]}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def commit(self, tmp: Path, stage: str, key: str, spec: dict[str, Any],
+               result: dict[str, Any]) -> Path:
+        """Publish `tmp` as the finished artifact of `key` (rename, then DONE)."""
+        (tmp / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+        (tmp / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        final = self.path(stage, key)
+        if final.exists() and not (final / DONE).exists():
+            shutil.rmtree(final)          # an interrupted earlier attempt
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / DONE).exists():
+                raise
+            shutil.rmtree(tmp)            # a concurrent run finished first: keep theirs
+            return final
+        (final / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        return final
+
+    def clean_stale(self) -> int:
+        """Remove temporary folders of attempts that died long ago; returns how many."""
+        removed = 0
+        if not self.root.exists():
+            return 0
+        for tmp in self.root.glob("*/.tmp-*"):
+            if time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
+        return removed
+
+
+def run_cached(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcome:
+    """Run `spec` unless its artifact is done; the one place a stage function is called."""
+    from orchestrator.stages import STAGES
+
+    if store.is_done(spec.stage, spec.key):
+        return store.load(spec.stage, spec.key)
+    tmp = store.new_tmp(spec.stage, spec.key)
+    start = time.time()
+    try:
+        result = STAGES[spec.stage].run(spec.params, {k: Path(v) for k, v in input_dirs.items()}, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    wall = time.time() - start
+    record = {**to_dict(result), "wall_seconds": round(wall, 3)}
+    description = {"stage": spec.stage, "key": spec.key, "id": spec.id,
+                   "params": to_dict(spec.params), "inputs": dict(spec.inputs)}
+    final = store.commit(tmp, spec.stage, spec.key, description, record)
+    return Outcome(spec.key, spec.stage, str(final), record, False, socket.gethostname(), wall)

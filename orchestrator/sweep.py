@@ -1,0 +1,184 @@
+"""A sweep end to end: plan, run on Ray, track in MLflow, write results, fit.
+
+This is the driver side of `python -m orchestrator sweep`. It wires the pure
+planner, the Ray runner, the MLflow tracker and the results tables together;
+each of those stays ignorant of the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from orchestrator.config import Config, config_dict
+from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
+from orchestrator.progress import Progress
+from orchestrator.results import (
+    devices_reserved,
+    per_problem_table,
+    results_table,
+    summary_table,
+    write_atomic_csv,
+)
+from orchestrator.runner import Events, run_plan, start_ray, stop_ray
+from orchestrator.store import Outcome
+
+STAGE_ARTIFACTS = {"evaluate": ["predictions.jsonl"]}
+
+
+@dataclass
+class SweepSummary:
+    results_csv: Path
+    per_problem_csv: Path
+    tracking_uri: str
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    tracking_errors: list[str] = field(default_factory=list)
+    analysis_files: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.skipped or self.tracking_errors)
+
+
+def sweep_id(config: Config, plan: Plan) -> str:
+    text = json.dumps([config.experiment.name, sorted(s.key for s in plan.specs)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+class SweepEvents(Events):
+    """Fans runner events out to the progress display, MLflow and the results files."""
+
+    def __init__(self, config: Config, plan: Plan, progress: Progress, tracker, stream):
+        self.config, self.plan, self.progress, self.tracker = config, plan, progress, tracker
+        self.stream = stream
+        self.outcomes: dict[str, Outcome] = {}
+        self.tracking_errors: list[str] = []
+
+    def submitted(self, spec: StageSpec) -> None:
+        self.progress.submitted(spec)
+
+    def finished(self, spec: StageSpec, outcome: Outcome) -> None:
+        self.outcomes[spec.key] = outcome
+        self.progress.finished(spec, outcome)
+        self._track(spec, outcome)
+        if spec.stage == "evaluate":
+            write_tables(self.config, self.plan, self.outcomes)
+
+    def failed(self, spec: StageSpec, error: str) -> None:
+        self.progress.failed(spec, error)
+
+    def skipped(self, spec: StageSpec, upstream: StageSpec) -> None:
+        self.progress.skipped(spec, upstream)
+
+    def tick(self) -> None:
+        self.progress.tick()
+
+    def _track(self, spec: StageSpec, outcome: Outcome) -> None:
+        if self.tracker is None or self.tracking_errors:
+            return
+        wall = float(outcome.result.get("wall_seconds", 0.0))
+        extra = {"device_seconds": wall * devices_reserved(spec)}
+        folder = Path(outcome.artifact_dir)
+        files = [folder / name for name in STAGE_ARTIFACTS.get(spec.stage, [])
+                 if self.config.tracking.log_artifacts and (folder / name).exists()]
+        try:
+            self.tracker.log_stage(spec, outcome, extra, files)
+        except Exception as exc:  # noqa: BLE001 - any tracking failure must not lose compute
+            self.tracking_errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            self.stream.write(f"warning: MLflow logging stopped ({self.tracking_errors[0]}); "
+                              "results.csv is still written, and a re-run logs what is missing\n")
+
+
+def write_tables(config: Config, plan: Plan, outcomes: dict[str, Outcome]) -> tuple[Path, Path]:
+    out = config.output_dir
+    results = results_table(plan, outcomes, config.experiment.name, config.model.base,
+                            config.pool_size)
+    write_atomic_csv(results, out / "results.csv")
+    write_atomic_csv(per_problem_table(plan, outcomes, config.experiment.name),
+                     out / "per_problem.csv")
+    return out / "results.csv", out / "per_problem.csv"
+
+
+def _open_tracker(config: Config, plan: Plan, stream):
+    from orchestrator.tracking import Tracker
+
+    local = is_local_store(config.tracking_uri)
+    tracker = Tracker(config.tracking_uri, config.mlflow_experiment,
+                      config.output_dir / "mlartifacts" if local else None)
+    tracker.start_sweep(sweep_id(config, plan), config.experiment.name, config_dict(config),
+                        describe_plan(plan))
+    return tracker
+
+
+def run_sweep(config: Config, stream=None) -> SweepSummary:
+    """Run the whole grid; safe to interrupt and re-run (finished stages are skipped)."""
+    stream = stream or sys.stdout
+    plan = expand_grid(config)
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.resolved.yaml").write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
+    stream.write(f"sweep {config.experiment.name}: {len(plan.cells)} grid cells, "
+                 f"{len(plan.specs)} stages; artifacts in {config.artifacts_dir}\n")
+    tracker = _open_tracker(config, plan, stream)
+    where = start_ray(config)
+    stream.write(f"ray: {where}, {cluster_cpus()} CPUs\n")
+    parallelism = int(cluster_cpus() // max(s.resources.num_cpus or 1 for s in plan.specs))
+    progress = Progress(plan, parallelism, stream)
+    events = SweepEvents(config, plan, progress, tracker, stream)
+    status = "FAILED"
+    try:
+        report = run_plan(plan, config, events)
+        status = "FINISHED" if not (report.failed or report.skipped) else "FAILED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        stop_ray()
+        _end_tracking(tracker, events, status)
+    results_csv, per_problem_csv = write_tables(config, plan, report.outcomes)
+    stream.write(progress.summary() + "\n")
+    return SweepSummary(results_csv, per_problem_csv, config.tracking_uri, report.failed,
+                        report.skipped, events.tracking_errors)
+
+
+def _end_tracking(tracker, events: SweepEvents, status: str) -> None:
+    try:
+        tracker.end_sweep(status)
+    except Exception as exc:  # noqa: BLE001 - the sweep's own outcome matters more
+        events.tracking_errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def print_report(summary: SweepSummary, config: Config, stream=None) -> None:
+    import pandas as pd
+
+    stream = stream or sys.stdout
+    results = pd.read_csv(summary.results_csv)
+    stream.write("\nTest error by data type and size (mean over seeds):\n")
+    stream.write(summary_table(results) + "\n\n")
+    stream.write(f"results:     {summary.results_csv}\n")
+    stream.write(f"per problem: {summary.per_problem_csv}\n")
+    stream.write(f"MLflow:      {summary.tracking_uri}  (make ui CONFIG=... to browse)\n")
+    for path in summary.analysis_files:
+        stream.write(f"analysis:    {path}\n")
+    for key, error in summary.failed.items():
+        stream.write(f"FAILED stage {key[:12]}: {error}\n")
+    if summary.skipped:
+        stream.write(f"{len(summary.skipped)} stages skipped because an upstream stage failed\n")
+    for error in summary.tracking_errors:
+        stream.write(f"MLflow error: {error}\n")

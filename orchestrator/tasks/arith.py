@@ -1,0 +1,209 @@
+"""`arith`: procedural multi-step word problems in GSM8K's exact format.
+
+The embedded default benchmark: no dataset hub is reachable from CI, so the
+task is generated, deterministically from a seed, with difficulty knobs
+(number of steps, operand and value ranges, operations). Each problem is a
+short story whose quantity changes step by step; its reference solution has one
+equation per line and ends in `#### N`, exactly like GSM8K:
+
+    Question: Mia has 7 shells. She finds 5 more. She gives away 3.
+              How many shells does Mia have now?
+    Answer:   7 + 5 = 12
+              12 - 3 = 9
+              #### 9
+
+`solve` is the task's exact solver: the `oracle` teacher writes the synthetic
+pool with it. Train and test splits are disjoint by question text.
+
+This module must not import torch, ray or mlflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem
+
+NAMES = (
+    "Mia", "Tom", "Ava", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eva", "Ben",
+    "Lily", "Jack", "Ella", "Noah", "Ruby", "Owen", "Nina", "Finn", "Cleo", "Hugo",
+)
+OBJECTS = (
+    "apples", "shells", "coins", "books", "stickers", "marbles", "cards", "pens",
+    "stamps", "cookies", "beads", "rocks", "toys", "eggs", "shirts", "plums",
+)
+# (pronoun, object pronoun, possessive) by name; a fixed map keeps the
+# generator deterministic without extra random draws.
+PRONOUNS = {name: ("She", "her") if i % 2 == 0 else ("He", "him") for i, name in enumerate(NAMES)}
+
+# Phrasings per operation. Several per operation so the model has to read the
+# verb, not memorise one template; `{b}` is the operand.
+PHRASES = {
+    "+": ("{pro} buys {b} more.", "{pro} finds {b} more.", "A friend gives {obj_pro} {b} more.",
+          "{pro} gets {b} more."),
+    "-": ("{pro} gives away {b}.", "{pro} loses {b}.", "{pro} sells {b}.", "{pro} uses {b}."),
+    "*": ("Then the number of {things} is multiplied by {b}.", "{pro} ends up with {b} times as many."),
+}
+OPS = ("+", "-", "*")
+TEST_EVERY = 8    # about one question in 8 belongs to the test split
+
+
+def split_of(question: str) -> str:
+    """The split a question belongs to, fixed by its text alone."""
+    digest = hashlib.sha1(question.encode()).digest()
+    return "test" if digest[0] % TEST_EVERY == 0 else "train"
+
+
+@dataclass(frozen=True)
+class ArithSpec:
+    """Difficulty knobs of the generator (mirrored by `TaskConfig`)."""
+
+    min_steps: int = 2
+    max_steps: int = 3
+    max_operand: int = 9
+    max_value: int = 30
+    ops: tuple[str, ...] = ("+", "-")
+    max_multiplier: int = 3
+    calculator_annotations: bool = False
+
+
+def _apply(op: str, a: int, b: int) -> int:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    return a * b
+
+
+def _choose_step(rng: random.Random, value: int, spec: ArithSpec) -> tuple[str, int]:
+    """Pick an operation and operand that keep the value in [0, max_value]."""
+    candidates = []
+    for op in spec.ops:
+        if op == "+" and value + 1 <= spec.max_value:
+            candidates.append((op, 1, min(spec.max_operand, spec.max_value - value)))
+        elif op == "-" and value >= 1:
+            candidates.append((op, 1, min(spec.max_operand, value)))
+        elif op == "*" and 2 * value <= spec.max_value and value > 0:
+            candidates.append((op, 2, min(spec.max_multiplier, spec.max_value // value)))
+    if not candidates:  # only reachable with ops=("-",) and value 0
+        raise ValueError(f"arith: no operation in {spec.ops} keeps the value in range from {value}")
+    op, lo, hi = rng.choice(candidates)
+    return op, rng.randint(lo, hi)
+
+
+def _equation(op: str, a: int, b: int, result: int, annotate: bool) -> str:
+    sign = {"+": "+", "-": "-", "*": "*"}[op]
+    if annotate:  # GSM8K's calculator annotation, e.g. "7 + 5 = <<7+5=12>>12"
+        return f"{a} {sign} {b} = <<{a}{sign}{b}={result}>>{result}"
+    return f"{a} {sign} {b} = {result}"
+
+
+def generate_problem(rng: random.Random, spec: ArithSpec) -> tuple[str, list[tuple[str, int]], int]:
+    """Draw one story: the question text, its (op, operand) steps and the start value."""
+    name = rng.choice(NAMES)
+    things = rng.choice(OBJECTS)
+    pro, obj_pro = PRONOUNS[name]
+    start = rng.randint(1, spec.max_operand)
+    sentences = [f"{name} has {start} {things}."]
+    steps: list[tuple[str, int]] = []
+    value = start
+    for _ in range(rng.randint(spec.min_steps, spec.max_steps)):
+        op, b = _choose_step(rng, value, spec)
+        phrase = rng.choice(PHRASES[op])
+        sentences.append(phrase.format(pro=pro, obj_pro=obj_pro, b=b, things=things))
+        steps.append((op, b))
+        value = _apply(op, value, b)
+    sentences.append(f"How many {things} does {name} have now?")
+    return " ".join(sentences), steps, start
+
+
+def solve(start: int, steps: list[tuple[str, int]], annotate: bool = False) -> tuple[str, int]:
+    """The exact solver: the reference solution text and the final answer."""
+    lines = []
+    value = start
+    for op, b in steps:
+        result = _apply(op, value, b)
+        lines.append(_equation(op, value, b, result, annotate))
+        value = result
+    lines.append(f"#### {value}")
+    return "\n".join(lines), value
+
+
+class ArithTask:
+    """Procedural GSM8K-format problems; see the module docstring."""
+
+    name = "arith"
+
+    def __init__(self, seed: int = 0, n_train: int = 20000, n_test: int = 500,
+                 spec: ArithSpec | None = None, prompt_template: str = DEFAULT_PROMPT_TEMPLATE):
+        self.seed = seed
+        self.n_train = n_train
+        self.n_test = n_test
+        self.spec = spec or ArithSpec()
+        self.prompt_template = prompt_template
+        self._splits: dict[str, list[Problem]] | None = None
+
+    def split(self, name: str) -> list[Problem]:
+        if name not in ("train", "test"):
+            raise ValueError(f"arith: unknown split {name!r} (expected 'train' or 'test')")
+        if self._splits is None:
+            self._splits = self._generate()
+        return self._splits[name]
+
+    def _stream(self, stream: str) -> Iterator[tuple[str, str, int]]:
+        """Endless (question, solution, answer) draws from one seeded stream."""
+        rng = random.Random(f"arith/{self.seed}/{stream}")
+        while True:
+            question, steps, start = generate_problem(rng, self.spec)
+            solution, answer = solve(start, steps, self.spec.calculator_annotations)
+            yield question, solution, answer
+
+    def _generate(self) -> dict[str, list[Problem]]:
+        # One stream, split by a hash of the question text: the splits are
+        # disjoint, and each is a prefix-stable list whatever the other's size,
+        # so changing n_test never changes the training data (or cache keys).
+        splits: dict[str, list[Problem]] = {"train": [], "test": []}
+        wanted = {"train": self.n_train, "test": self.n_test}
+        seen: set[str] = set()
+        limit = TEST_EVERY * (self.n_train + self.n_test) * 20 + 1000
+        for draws, (question, solution, answer) in enumerate(self._stream("problems")):
+            if all(len(splits[k]) >= wanted[k] for k in splits) or draws > limit:
+                break
+            split = split_of(question)
+            if question in seen or len(splits[split]) >= wanted[split]:
+                continue
+            seen.add(question)
+            problem_id = f"arith-{split}-{len(splits[split]):06d}"
+            splits[split].append(Problem(problem_id, question, solution, str(answer)))
+        for name, problems in splits.items():
+            if len(problems) < wanted[name]:
+                raise ValueError(
+                    f"arith: could only draw {len(problems)} distinct {name} problems of "
+                    f"{wanted[name]}; widen task.max_operand/max_value/max_steps or lower "
+                    f"task.n_train/n_test")
+        return splits
+
+    def pretraining_corpus(self, count: int) -> list[str]:
+        """Documents for the tiny base model's "pre-training": equation chains
+        (arithmetic, in the solution format) and unlabelled training-partition
+        questions (the language), alternating, from their own streams. No
+        document pairs a question with its solution, so reading a question
+        into equations is what the synthetic data must teach."""
+        chains = random.Random(f"arith/{self.seed}/pretrain-chains")
+        questions = (q for q, _, _ in self._stream("pretrain-questions") if split_of(q) == "train")
+        docs = []
+        for i in range(count):
+            if i % 2 == 0:
+                start = chains.randint(1, self.spec.max_operand)
+                steps, value = [], start
+                for _ in range(chains.randint(1, self.spec.max_steps)):
+                    op, b = _choose_step(chains, value, self.spec)
+                    steps.append((op, b))
+                    value = _apply(op, value, b)
+                docs.append(solve(start, steps, self.spec.calculator_annotations)[0])
+            else:
+                docs.append(next(questions))
+        return docs

@@ -1,0 +1,154 @@
+"""MLflow tracking: the only module that imports `mlflow`.
+
+Layout: one MLflow experiment per experiment name; one parent run per sweep
+(identified by a hash of its plan, so a resumed or repeated sweep reopens its
+own parent run); one child run per stage, tagged `stage`, `data_type`, `n`,
+`seed`, `cache_key`, `node`, `cached`, with the stage's resolved config slice as
+params and its result as metrics.
+
+Idempotent by cache key: before logging a stage, the experiment is searched for
+a run with that `cache_key`; if one exists nothing is logged. A resumed sweep,
+or one that shares stages with an earlier sweep, therefore never duplicates a
+result, and a stage finished by a sweep that crashed before logging it is
+logged by the next one (tagged `cached=true`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.planning import StageSpec
+from orchestrator.store import Outcome
+
+# MLflow rejects longer param values (mlflow.utils.validation, 6000 in 3.x);
+# keep well inside so a long prompt template never fails a sweep.
+PARAM_VALUE_LIMIT = 500
+BATCH = 100  # params/tags per log_batch call
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys: {"train": {"lr": 1}} -> {"train.lr": 1}."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= PARAM_VALUE_LIMIT else text[:PARAM_VALUE_LIMIT - 12] + "...[cut]"
+
+
+def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+        self.experiment_id = self._experiment(experiment, artifact_root)
+        self.parent_id: str | None = None
+        self.logged = self._logged_keys()
+
+    def _experiment(self, name: str, artifact_root: Path | None) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        # With a local store, keep artifacts beside it instead of MLflow's ./mlruns default.
+        location = artifact_root.resolve().as_uri() if artifact_root else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def _search(self, filter_string: str) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                           max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _logged_keys(self) -> dict[str, str]:
+        runs = self._search("tags.synthscale_kind = 'stage'")
+        return {r.data.tags["cache_key"]: r.info.run_id for r in runs}
+
+    # -- the sweep's parent run
+    def start_sweep(self, sweep_id: str, name: str, config: dict[str, Any], plan_text: str) -> str:
+        existing = self._search(f"tags.sweep_id = '{sweep_id}'")
+        if existing:
+            self.parent_id = existing[0].info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+            attempts = int(existing[0].data.tags.get("attempts", "1")) + 1
+            self.client.set_tag(self.parent_id, "attempts", str(attempts))
+        else:
+            tags = {"sweep_id": sweep_id, "synthscale_kind": "sweep", "attempts": "1"}
+            run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
+            self.parent_id = run.info.run_id
+            self._log_params(self.parent_id, flatten(config))
+            self.client.log_text(self.parent_id, json.dumps(config, indent=2), "config.json")
+            self.client.log_text(self.parent_id, plan_text, "plan.txt")
+        return self.parent_id
+
+    def end_sweep(self, status: str) -> None:
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, status=status)
+
+    def log_sweep_metrics(self, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()]
+        self.client.log_batch(self.parent_id, metrics=items)
+
+    def log_sweep_files(self, paths: list[Path], artifact_path: str | None = None) -> None:
+        for path in paths:
+            self.client.log_artifact(self.parent_id, str(path), artifact_path)
+
+    # -- one child run per stage
+    def log_stage(self, spec: StageSpec, outcome: Outcome, extra_metrics: dict[str, float],
+                  artifacts: list[Path]) -> str | None:
+        if spec.key in self.logged:
+            return None
+        tags = {"synthscale_kind": "stage", "stage": spec.stage, "cache_key": spec.key,
+                "node": outcome.node, "cached": str(outcome.cached).lower(),
+                "artifact_dir": outcome.artifact_dir, "mlflow.parentRunId": self.parent_id,
+                **spec.tag_dict}
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.id)
+        run_id = run.info.run_id
+        spec_file = Path(outcome.artifact_dir) / "spec.json"
+        params = flatten(json.loads(spec_file.read_text())["params"]) if spec_file.exists() else {}
+        self._log_params(run_id, params)
+        self._log_metrics(run_id, {**outcome.result, **extra_metrics},
+                          outcome.result.get("loss_curve", []))
+        for path in artifacts:
+            self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, status="FINISHED")
+        self.logged[spec.key] = run_id
+        return run_id
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k[:250], _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), BATCH):
+            self.client.log_batch(run_id, params=items[i:i + BATCH])
+
+    def _log_metrics(self, run_id: str, metrics: dict[str, Any], curve: list) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()]
+        items += [Metric("train_loss", float(loss), now, int(step)) for step, loss in curve
+                  if math.isfinite(float(loss))]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])

@@ -1,0 +1,92 @@
+"""Config loading: every shipped YAML validates; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import ConfigError, config_help, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = sorted((ROOT / "experiments").rglob("*.yaml"))
+
+
+def test_there_are_shipped_experiments():
+    names = {p.name for p in EXPERIMENTS}
+    assert {"smoke.yaml", "demo.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_yaml_validates(path):
+    config = load_config(path)
+    assert config.experiment.name
+    text = path.read_text()
+    # STYLE.md: every shipped YAML opens with a comment block naming its command.
+    assert text.startswith("#"), f"{path.name} must start with a comment block"
+    assert "make sweep CONFIG=" in text.split("\n\n")[0] or "python -m orchestrator" in text
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("grid:\n  sizes: [100, 200, \"1k\"]\n", "exp.yaml:2: grid.sizes[2]: expected int >= 1, got '1k'"),
+    ("grid:\n  sizes: [200, 100]\n", "grid.sizes[1]: expected strictly increasing values"),
+    ("train:\n  sft:\n    lr: 0.1\n", "exp.yaml:3: train.sft.lr: unknown field"),
+    ("grid:\n  data_types: [sft_teacher, rft]\n", "grid.data_types[1]: expected one of"),
+    ("bogus: 1\n", "exp.yaml:1: bogus: unknown field"),
+    ("task:\n  name: gsm8k\n", "teacher.kind: the oracle teacher exists only for task 'arith'"),
+    ("grid:\n  sizes: [10, 30000]\n", "grid.sizes: a pool of 30000 exceeds task.n_train"),
+    ("model:\n  dtype: float8\n", "model.dtype: expected one of"),
+    ("grid: [1, 2]\n", "grid: expected a mapping of fields"),
+    ("grid:\n  seeds: [0, 0]\n", "grid.seeds: expected distinct seeds"),
+    ("task: {n_test: true}\n", "task.n_test: expected int >= 1, got True"),
+    ("a: [1,\n", "not valid YAML"),
+])
+def test_bad_config_is_one_clear_line(tmp_path, text, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_override_errors_name_the_override(tmp_path):
+    path = write(tmp_path, "grid:\n  sizes: [10, 20]\n")
+    with pytest.raises(ConfigError, match=r"override 'grid.seeds=\[0,-1\]': grid.seeds\[1\]"):
+        load_config(path, ["grid.seeds=[0,-1]"])
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        load_config(path, ["grid.seeds"])
+
+
+def test_overrides_go_through_validation_and_apply(tmp_path):
+    path = write(tmp_path, "grid:\n  sizes: [10, 20]\n")
+    config = load_config(path, ["grid.seeds=[0,1]", "train.sft.epochs=2", "task.ops=['+']"])
+    assert config.grid.seeds == (0, 1)
+    assert config.train.sft.epochs == 2.0
+    assert config.task.ops == ("+",)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = write(tmp_path, "experiment:\n  name: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_help_lists_every_field_with_its_help():
+    text = config_help()
+    assert "grid.sizes" in text and "synthetic data sizes" in text
+    assert "train.sft.learning_rate" in text
+
+
+def test_cli_exits_2_with_one_line_on_bad_config(tmp_path):
+    path = write(tmp_path, "grid:\n  sizes: [1, nope]\n")
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "plan", str(path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {path}:2: grid.sizes[1]: expected int >= 1, got 'nope'"

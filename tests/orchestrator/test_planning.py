@@ -1,0 +1,94 @@
+"""Planning is pure and deterministic; cache keys move exactly when they should."""
+
+from __future__ import annotations
+
+from orchestrator.config import config_from_dict
+from orchestrator.planning import expand_grid
+
+BASE = {"grid": {"sizes": [100, 200], "seeds": [0, 1]}, "task": {"n_train": 1000}}
+
+
+def plan_for(**changes):
+    raw = {k: dict(v) for k, v in BASE.items()}
+    for dotted, value in changes.items():
+        section, _, key = dotted.partition("__")
+        node = raw.setdefault(section, {})
+        if "__" in key:
+            sub, _, key = key.partition("__")
+            node = node.setdefault(sub, {})
+        node[key] = value
+    return expand_grid(config_from_dict(raw))
+
+
+def keys_by_id(plan):
+    return {spec.id: spec.key for spec in plan.specs}
+
+
+def test_plan_is_deterministic_and_topological():
+    a, b = plan_for(), plan_for()
+    assert keys_by_id(a) == keys_by_id(b)
+    position = {spec.key: i for i, spec in enumerate(a.specs)}
+    for spec in a.specs:
+        for _, upstream in spec.inputs:
+            assert position[upstream] < position[spec.key], f"{spec.id} before its input"
+
+
+def test_grid_shape():
+    plan = plan_for()
+    stages = [spec.stage for spec in plan.specs]
+    # one base model and one teacher pool shared by everything
+    assert stages.count("base_model") == 1 and stages.count("teacher_generate") == 1
+    assert stages.count("sft") == 4 and stages.count("evaluate") == 4
+    assert {(c.data_type, c.n, c.seed) for c in plan.cells} == {
+        ("sft_teacher", n, s) for n in (100, 200) for s in (0, 1)}
+
+
+def test_keys_are_unique_per_stage_execution():
+    plan = plan_for()
+    assert len({s.key for s in plan.specs}) == len(plan.specs)
+
+
+def test_seed_changes_training_not_shared_stages():
+    a, b = keys_by_id(plan_for()), keys_by_id(plan_for(grid__seeds=[0, 2]))
+    assert a["base_model[tiny]"] == b["base_model[tiny]"]
+    assert a["sft[n=100,seed=0]"] == b["sft[n=100,seed=0]"]
+    assert "sft[n=100,seed=2]" in b and "sft[n=100,seed=1]" not in b
+
+
+def test_a_training_knob_moves_training_and_evaluation_only():
+    a, b = keys_by_id(plan_for()), keys_by_id(plan_for(train__sft__learning_rate=1e-3))
+    assert a["base_model[tiny]"] == b["base_model[tiny]"]
+    assert a["teacher_generate[oracle,pool=200]"] == b["teacher_generate[oracle,pool=200]"]
+    assert a["sft[n=100,seed=0]"] != b["sft[n=100,seed=0]"]
+    assert a["evaluate[sft_teacher,n=100,seed=0]"] != b["evaluate[sft_teacher,n=100,seed=0]"]
+
+
+def test_test_set_size_never_retrains():
+    a, b = keys_by_id(plan_for()), keys_by_id(plan_for(task__n_test=50))
+    for stage_id in a:
+        if not stage_id.startswith("evaluate"):
+            assert a[stage_id] == b[stage_id], stage_id
+    assert a["evaluate[sft_teacher,n=100,seed=0]"] != b["evaluate[sft_teacher,n=100,seed=0]"]
+
+
+def test_explicit_pool_size_keeps_keys_when_sizes_grow():
+    small = keys_by_id(plan_for(teacher__pool_size=400))
+    grown = keys_by_id(plan_for(teacher__pool_size=400, grid__sizes=[100, 200, 400]))
+    for stage_id, key in small.items():
+        assert grown[stage_id] == key, stage_id
+    assert "sft[n=400,seed=0]" in grown
+
+
+def test_model_architecture_moves_the_base_model_and_everything_below():
+    a, b = keys_by_id(plan_for()), keys_by_id(plan_for(model__hidden_size=64))
+    assert a["base_model[tiny]"] != b["base_model[tiny]"]
+    assert a["sft[n=100,seed=0]"] != b["sft[n=100,seed=0]"]
+    assert a["teacher_generate[oracle,pool=200]"] == b["teacher_generate[oracle,pool=200]"]
+
+
+def test_cells_carry_their_whole_chain():
+    plan = plan_for()
+    cell = plan.cells[0]
+    stages = [plan.get(k).stage for k in cell.chain]
+    assert stages == ["base_model", "teacher_generate", "sft", "evaluate"]
+    assert cell.chain[-1] == cell.eval_key
