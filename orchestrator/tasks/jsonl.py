@@ -1,0 +1,51 @@
+"""Reading benchmark and prediction JSONL files with errors that point at the line.
+
+Every loader in tasks/ (GSM8K, MATH, graded predictions) reads one JSON object
+per line; a bad line must fail with `file:line: what was wrong`, never with a
+bare `KeyError` or `JSONDecodeError` from deep inside a stage. This module only
+reads and checks; it must not interpret the fields (that is each task's job).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """Yield (`"name.jsonl:LINE"`, object) for each non-blank line of `path`.
+
+    The first element is the location prefix for error messages. A line that is
+    not a JSON object raises ValueError naming the file and line.
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue    # a trailing newline or a blank separator line is not an item
+            where = f"{path.name}:{number}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield where, obj
+
+
+def require_str(obj: dict, field: str, where: str, allow_number: bool = False) -> str:
+    """`obj[field]` as a string, or a ValueError saying which field is wrong.
+
+    `allow_number` accepts a JSON number and returns its text: bare answers are
+    often written as numbers (`"answer": 18`).
+    """
+    if field not in obj:
+        raise ValueError(f'{where}: missing field "{field}"')
+    value = obj[field]
+    if isinstance(value, str):
+        return value
+    if allow_number and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    expected = "string or number" if allow_number else "string"
+    raise ValueError(f'{where}: field "{field}": expected {expected}, got {type(value).__name__}')
