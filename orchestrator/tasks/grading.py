@@ -101,7 +101,7 @@ def extract_answer(text: str, task: str | None = None) -> str | None:
 
 def _marked_answer(text: str, task: str | None) -> str | None:
     """The answer behind an explicit marker, trying markers in priority order."""
-    finders = [_gsm8k_answer, _boxed_answer, _answer_is, _a_line_answer]
+    finders = [_gsm8k_answer, last_boxed, _answer_is, _a_line_answer]
     if task == "math":
         finders[0], finders[1] = finders[1], finders[0]
     for finder in finders:
@@ -118,7 +118,7 @@ def _gsm8k_answer(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _boxed_answer(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (balanced braces) or `\\boxed N`."""
     matches = list(_BOXED_RE.finditer(text))
     if not matches:
