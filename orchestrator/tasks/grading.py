@@ -47,7 +47,8 @@ _GSM8K_RE = re.compile(r"####[ \t]*([^\n]*)")
 _ANSWER_IS_RE = re.compile(r"(?:final answer|the answer)(?: is|:)[ \t:]*([^\n]*)", re.IGNORECASE)
 _A_LINE_RE = re.compile(r"^[ \t]*A:[ \t]*([^\n]*)", re.MULTILINE)
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\b")
-_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+# A minus sign counts only where it cannot be subtraction ("20-5" ends in 5, not -5).
+_NUMBER_RE = re.compile(r"(?:(?<![\w)])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<!\d)\.\d+")
 _PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?")
 _LATEX_FRAC_RE = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(\d+)\}")
 _DIGIT_COMMA_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -162,7 +163,7 @@ def normalize_answer(answer: str) -> str:
     """Strip presentation around an answer: `$`, `%`, thousands commas, a
     trailing period, units after a number. "$1,000.00" -> "1000.00"."""
     s = answer.strip()
-    for token in ("\\$", "$", "\\%", "%", "\\!", "{,}", "\\left", "\\right"):
+    for token in ("\\$", "$", "\\%", "%", "\\!", "{,}"):
         s = s.replace(token, "")
     s = _DIGIT_COMMA_RE.sub("", s.replace("\\,", ""))
     s = s.strip().rstrip(".").strip()

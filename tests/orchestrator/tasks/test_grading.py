@@ -41,6 +41,8 @@ ADVERSARIAL = "\\boxed{9^{9^{9}}}"
     ("A: $1,000.00", "1000.00"),
     ("The answer is 50%.", "50"),
     ("The total is 12 apples, and 3 are left", "3"),            # last-number fallback
+    ("She has 20-5", "5"),                                      # subtraction, not -5
+    ("The temperature fell to -5 degrees", "-5"),
     ("\\boxed{5 \\text{ cm}}", "5"),
     ("\\boxed{45^\\circ}", "45"),
     ("no digits here", None),
@@ -137,6 +139,22 @@ def test_grades_from_a_thread_pool():
         grades = list(pool.map(lambda c: grade(c, "\\frac{1}{2}", timeout_s=1.0), completions))
     assert [g.correct for g in grades] == [True, True, False, False] * 2
     assert [g.timed_out for g in grades] == [False, False, False, True] * 2
+
+
+def test_batch_reuses_one_helper_process():
+    _warm_helper()
+    pid = grading._CHECKER._process.pid
+    grades = grade_batch(["\\boxed{x^2}", "\\boxed{\\sqrt{4}}", "\\boxed{2y}"], ["x^2", "2", "y"])
+    assert [g.correct for g in grades] == [True, True, False]
+    assert grading._CHECKER._process.pid == pid
+
+
+def test_helper_killed_from_outside_is_replaced():
+    # e.g. the kernel's OOM killer took it between two items
+    _warm_helper()
+    grading._CHECKER._process.kill()
+    grading._CHECKER._process.wait()
+    assert grade("\\boxed{\\frac{x}{x}}", "1").correct
 
 
 def test_grade_batch_checks_lengths():
