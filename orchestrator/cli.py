@@ -8,6 +8,7 @@ Each Makefile target calls exactly one of these commands.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -94,6 +95,9 @@ COMMANDS = {"sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow's INFO lines (database migrations) would drown the progress display.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

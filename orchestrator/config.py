@@ -282,6 +282,8 @@ def check_consistency(config: Config, where: Where) -> None:
         field_name = "teacher.pool_size" if config.teacher.pool_size else "grid.sizes"
         raise where.error(field_name, f"a pool of {config.pool_size} exceeds task.n_train "
                                       f"({task.n_train}), the training problems available")
+    if task.path and not Path(task.path).is_dir():
+        raise where.error("task.path", f"no such folder: {task.path}")
     if config.teacher.kind == "oracle" and task.name != "arith":
         raise where.error("teacher.kind", f"the oracle teacher exists only for task 'arith'; "
                                           f"task {task.name!r} needs teacher.kind: model")

@@ -47,7 +47,7 @@ class Outcome:
 
 class ArtifactStore:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = Path(root).resolve()
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key[:16]

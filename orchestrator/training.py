@@ -55,9 +55,10 @@ def _common_args(out: Path, device: str, seed: int, lr_scheduler: str, warmup_ra
     )
 
 
-def _stats(trainer, examples: int, tokens: int, device: str) -> TrainStats:
+def _stats(trainer, output, examples: int, tokens: int, device: str) -> TrainStats:
     history = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
-    final = history[-1][1] if history else float("nan")
+    # Runs shorter than one logging interval log no loss: use the run's mean instead.
+    final = history[-1][1] if history else float(output.training_loss)
     return TrainStats(examples, tokens, trainer.state.global_step, final, device, history)
 
 
@@ -95,9 +96,9 @@ def sft_train(model_path: str, model_cfg: ModelConfig, records: list[dict[str, s
     )
     data = Dataset.from_list(shuffled(records, seed))
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
-    trainer.train()
+    output = trainer.train()
     texts = [r["text"] if is_text else r["prompt"] + r["completion"] for r in records]
-    stats = _stats(trainer, len(records), int(_count_tokens(tokenizer, texts) * cfg.epochs), device)
+    stats = _stats(trainer, output, len(records), int(_count_tokens(tokenizer, texts) * cfg.epochs), device)
     _save(trainer, tokenizer, out)
     return stats
 
@@ -125,9 +126,9 @@ def dpo_train(model_path: str, model_cfg: ModelConfig, pairs: list[dict[str, str
     # ref_model=None: TRL keeps a frozen copy of the starting (SFT) model as the reference.
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
                          processing_class=tokenizer)
-    trainer.train()
+    output = trainer.train()
     texts = [r["prompt"] + r["chosen"] for r in rows] + [r["prompt"] + r["rejected"] for r in rows]
-    stats = _stats(trainer, len(rows), int(_count_tokens(tokenizer, texts) * cfg.epochs), device)
+    stats = _stats(trainer, output, len(rows), int(_count_tokens(tokenizer, texts) * cfg.epochs), device)
     _save(trainer, tokenizer, out)
     return stats
 

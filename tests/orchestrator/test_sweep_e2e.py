@@ -1,0 +1,115 @@
+"""End to end on real components: local Ray, TRL training, an MLflow server on
+127.0.0.1, real files. Checks the runs, metrics and results.csv, that a re-run
+redoes nothing and duplicates nothing, and that an interrupted sweep resumes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.config import load_config
+from orchestrator.planning import expand_grid
+
+from ..conftest import ROOT
+
+pytestmark = pytest.mark.slow
+SMOKE = ROOT / "experiments" / "smoke.yaml"
+
+
+def sweep_command(out, uri, name, *extra):
+    return [sys.executable, "-m", "orchestrator", "sweep", str(SMOKE), f"experiment.output_dir={out}",
+            f"tracking.uri={uri}", f"experiment.name={name}", *extra]
+
+
+def run_sweep(out, uri, name, *extra):
+    proc = subprocess.run(sweep_command(out, uri, name, *extra), capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def runs_of(uri, name):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
+    out = tmp_path / "run"
+    overrides = ("grid.seeds=[0,1]",)
+    first = run_sweep(out, mlflow_server, "e2e", *overrides)
+    plan = expand_grid(load_config(SMOKE, overrides))
+    assert f"{len(plan.specs)}/{len(plan.specs)} stages" in first
+    assert "test_error" in first and "results:" in first
+
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == len(plan.cells) == 4
+    assert set(zip(results.n, results.seed)) == {(50, 0), (100, 0), (50, 1), (100, 1)}
+    assert results.test_error.between(0, 1).all()
+    assert (results.test_error + results.pass_at_1 - 1).abs().max() < 1e-9
+    assert (results.train_tokens > 0).all() and (results.generated_tokens > 0).all()
+    per_problem = pd.read_csv(out / "per_problem.csv")
+    assert len(per_problem) == 4 * 40
+
+    client, runs = runs_of(mlflow_server, "e2e")
+    stages = [r for r in runs if r.data.tags.get("synthscale_kind") == "stage"]
+    sweeps = [r for r in runs if r.data.tags.get("synthscale_kind") == "sweep"]
+    assert len(sweeps) == 1 and len(stages) == len(plan.specs)
+    assert {r.data.tags["cache_key"] for r in stages} == {s.key for s in plan.specs}
+    assert all(r.data.tags["mlflow.parentRunId"] == sweeps[0].info.run_id for r in stages)
+    evals = [r for r in stages if r.data.tags["stage"] == "evaluate"]
+    for run in evals:
+        row = results[(results.n == int(run.data.tags["n"])) & (results.seed == int(run.data.tags["seed"]))]
+        assert run.data.tags["data_type"] == "sft_teacher"
+        assert run.data.metrics["test_error"] == pytest.approx(row.test_error.item())
+        assert "wall_seconds" in run.data.metrics and "generated_tokens" in run.data.metrics
+        assert run.data.params["task.name"] == "arith"
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["predictions.jsonl"]
+    sft = [r for r in stages if r.data.tags["stage"] == "sft"]
+    assert all(r.data.params["sft.epochs"] == "1.0" for r in sft)
+
+    second = run_sweep(out, mlflow_server, "e2e", *overrides)
+    assert f"(0 run, {len(plan.specs)} cached)" in second
+    _, runs_after = runs_of(mlflow_server, "e2e")
+    assert len(runs_after) == len(runs)
+    assert pd.read_csv(out / "results.csv").equals(results)
+
+
+def test_interrupted_sweep_resumes_without_redoing_or_duplicating(tmp_path, mlflow_server):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(sweep_command(out, mlflow_server, "resume"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    finished_before = []
+    deadline = time.time() + 300
+    for line in proc.stdout:
+        if "] sft[" in line:
+            finished_before.append(line.split("] ", 1)[1].split(" ")[0])
+            proc.send_signal(signal.SIGINT)      # Ctrl-C after the first trained model
+            break
+        assert time.time() < deadline, "no stage finished in time"
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, rest
+    assert "re-run the same command to resume" in rest
+    results_partial = pd.read_csv(out / "results.csv") if (out / "results.csv").exists() else None
+
+    resumed = subprocess.run(sweep_command(out, mlflow_server, "resume"), capture_output=True,
+                             text=True, cwd=ROOT, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"{finished_before[0]} cached" in resumed.stdout
+    plan = expand_grid(load_config(SMOKE))
+    _, runs = runs_of(mlflow_server, "resume")
+    stage_keys = [r.data.tags["cache_key"] for r in runs if r.data.tags.get("synthscale_kind") == "stage"]
+    assert sorted(stage_keys) == sorted(s.key for s in plan.specs)       # each exactly once
+    sweeps = [r for r in runs if r.data.tags.get("synthscale_kind") == "sweep"]
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+    assert sweeps[0].data.tags["attempts"] == "2"
+    final = pd.read_csv(out / "results.csv")
+    assert len(final) == len(plan.cells)
+    if results_partial is not None:
+        assert len(results_partial) <= len(final)
