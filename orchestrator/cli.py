@@ -1,4 +1,4 @@
-"""`python -m orchestrator {sweep,plan,grade,ui}`: the command line.
+"""`python -m orchestrator {sweep,plan,grade,ui,show}`: the command line.
 
 Exit codes: 0 success, 1 a failed run (a stage raised, tracking broke),
 2 bad input (config, override, input file); bad input is one line on stderr.
@@ -44,7 +44,39 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1", help="bind address (keep loopback unless "
                                                           "you mean to expose it)")
+    show = sub.add_parser("show", help="print a few examples of a stage artifact (samples, pairs, "
+                                       "rollouts with step values, predictions)")
+    show.add_argument("artifact", help="an artifact folder or JSONL file, or an experiment YAML "
+                                       "(with --stage)")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (YAML form)")
+    show.add_argument("--stage", help="with a YAML: the stage, e.g. rollouts, step_pairs, sample")
+    show.add_argument("--n", type=int, help="with a YAML: the size n")
+    show.add_argument("--seed", type=int, help="with a YAML: the seed")
+    show.add_argument("--data-type", help="with a YAML: the data type (for dpo, sft, evaluate)")
+    show.add_argument("--problem", help="only records of this problem id")
+    show.add_argument("-k", "--count", type=int, default=3, help="records to show (default 3)")
     return parser
+
+
+def cmd_show(args) -> int:
+    from pathlib import Path
+
+    from orchestrator.show import find_artifact, show
+
+    try:
+        path = Path(args.artifact)
+        if path.suffix in (".yaml", ".yml"):
+            if not args.stage:
+                raise ValueError("with an experiment YAML, name the stage: --stage rollouts")
+            path = find_artifact(args.artifact, args.overrides, args.stage, args.n, args.seed,
+                                 args.data_type)
+        elif not path.exists():
+            raise ValueError(f"{path}: no such file or folder")
+        show(path, args.count, sys.stdout, args.problem)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
 
 
 def cmd_sweep(args) -> int:
@@ -90,12 +122,13 @@ def cmd_ui(args) -> int:
     return subprocess.call(command, env=env)
 
 
-COMMANDS = {"sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_ui}
+COMMANDS = {"sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_ui, "show": cmd_show}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # MLflow's INFO lines (database migrations) would drown the progress display.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:

@@ -152,6 +152,42 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SamplingConfig:
+    samples_per_problem: int = knob(4, "M: solutions the SFT model samples per training problem "
+                                       "(shared by rft_self, dpo_negative, dpo_per_step)", min=1)
+    temperature: float = knob(0.7, "sampling temperature", min=0.01)
+    top_p: float = knob(1.0, "nucleus sampling", min=0.01, max=1.0)
+
+
+@dataclass(frozen=True)
+class RFTConfig:
+    max_per_problem: int = knob(4, "most distinct correct self-samples kept per problem", min=1)
+    dedup: Literal["steps", "exact"] = knob(
+        "steps", "steps: two samples are duplicates when their normalised step lists (equations, "
+                 "numbers, spacing) match; exact: identical text only")
+    include_teacher_data: bool = knob(True, "also train on the n teacher solutions (D_syn union the "
+                                            "self-generated positives)")
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    max_pairs_per_problem: int = knob(2, "dpo_negative: most (correct, incorrect) pairs per problem",
+                                      min=1)
+
+
+@dataclass(frozen=True)
+class PerStepConfig:
+    rollouts: int = knob(4, "K: Monte Carlo rollouts from each step prefix", min=1)
+    temperature: float = knob(0.7, "rollout sampling temperature", min=0.01)
+    negatives_per_problem: int = knob(4, "most incorrect self-samples per problem sent to rollouts",
+                                      min=1)
+    pit_rule: Literal["first_zero", "min_advantage"] = knob(
+        "first_zero", "first_zero: the first step after which no rollout succeeds (Self-Explore's "
+                      "first pit); min_advantage: the step with the lowest advantage")
+    max_pairs_per_problem: int = knob(2, "most per-step pairs per problem", min=1)
+
+
+@dataclass(frozen=True)
 class GridConfig:
     data_types: tuple[Literal[DATA_TYPES], ...] = knob(("sft_teacher",), "grid rows: kinds of "
                                                        "synthetic data", nonempty=True)
@@ -170,7 +206,8 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class StageResources:
-    num_cpus: float = knob(1.0, "CPUs Ray reserves for one such stage", min=0.0)
+    num_cpus: float = knob(1.0, "CPUs Ray reserves for one such stage (also its torch threads)",
+                           min=0.0)
     num_gpus: float = knob(0.0, "GPUs Ray reserves for one such stage", min=0.0)
     memory_gb: float = knob(0.0, "memory Ray reserves (0: no reservation)", min=0.0)
 
@@ -180,6 +217,10 @@ class ResourcesConfig:
     base_model: StageResources = knob(StageResources(), "building/pre-training the base model")
     teacher_generate: StageResources = knob(StageResources(), "writing the synthetic pool")
     sft: StageResources = knob(StageResources(), "SFT training")
+    dpo: StageResources = knob(StageResources(), "DPO training")
+    sample: StageResources = knob(StageResources(), "self-sampling from the SFT model")
+    rollouts: StageResources = knob(StageResources(), "Monte Carlo rollouts per step prefix")
+    prepare: StageResources = knob(StageResources(), "building datasets and pairs from samples")
     evaluate: StageResources = knob(StageResources(), "test-set evaluation")
 
 
@@ -187,8 +228,6 @@ class ResourcesConfig:
 class ClusterConfig:
     address: str = knob("", "Ray address (empty: RAY_ADDRESS, else a local Ray on this machine)")
     num_cpus: int = knob(0, "local Ray only: CPUs to use (0: all)", min=0)
-    torch_threads: int = knob(1, "torch threads per CPU stage (keep num_cpus x threads <= cores)",
-                              min=1)
     max_retries: int = knob(2, "retries of a stage whose worker or node died", min=0)
     retry_exceptions: bool = knob(False, "also retry stages that raised (flaky storage, OOM)")
     artifacts: str = knob("", "stage artifact store shared by sweeps (default <output_dir>/artifacts;"
@@ -205,6 +244,10 @@ class Config:
     generation: GenerationConfig = knob(GenerationConfig(), "generation backend")
     train: TrainConfig = knob(TrainConfig(), "training hyper-parameters")
     eval: EvalConfig = knob(EvalConfig(), "evaluation")
+    sampling: SamplingConfig = knob(SamplingConfig(), "self-generated samples from the SFT model")
+    rft: RFTConfig = knob(RFTConfig(), "rft_self: rejection fine-tuning data")
+    pairs: PairsConfig = knob(PairsConfig(), "dpo_negative: outcome-level preference pairs")
+    per_step: PerStepConfig = knob(PerStepConfig(), "dpo_per_step: rollouts, first pit, pairs")
     grid: GridConfig = knob(GridConfig(), "the sweep: data types x sizes x seeds")
     tracking: TrackingConfig = knob(TrackingConfig(), "MLflow")
     cluster: ClusterConfig = knob(ClusterConfig(), "Ray cluster and resources")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -121,7 +122,14 @@ def _expected(hint: Any, meta: dict[str, Any]) -> str:
     return name + (" " + " and ".join(bounds) if bounds else "")
 
 
+# PyYAML implements YAML 1.1, where `5e-3` (no dot) is a string, not a float.
+# Researchers write learning rates that way, so float fields accept it.
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _convert_scalar(hint: Any, value: Any, path: str, where: Where, meta: dict[str, Any]) -> Any:
+    if hint is float and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = float(value)
     ok = (
         (hint is bool and isinstance(value, bool))
         or (hint is int and isinstance(value, int) and not isinstance(value, bool))

@@ -53,7 +53,7 @@ def start_ray(config: Config) -> str:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = config.cluster.address or os.environ.get("RAY_ADDRESS", "")
-    env = {**WORKER_ENV, "SYNTHSCALE_TORCH_THREADS": str(config.cluster.torch_threads)}
+    env = dict(WORKER_ENV)
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False,
                  ignore_reinit_error=True)
@@ -78,6 +78,9 @@ def _remote_stage():
 
     @ray.remote
     def execute(spec: StageSpec, store_root: str, *upstream: Outcome) -> Outcome:
+        # A stage computes with as many threads as CPUs it reserved, so stages
+        # running side by side do not oversubscribe the cores.
+        os.environ["SYNTHSCALE_TORCH_THREADS"] = str(max(1, int(spec.resources.num_cpus)))
         inputs = {name: o.artifact_dir for (name, _), o in zip(spec.inputs, upstream, strict=True)}
         return run_cached(ArtifactStore(store_root), spec, inputs)
 

@@ -14,12 +14,13 @@ from collections.abc import Sequence
 
 from orchestrator.backends.base import Completion, check_request, cut_at_stop
 from orchestrator.config import ModelConfig
-from orchestrator.modeling import load_causal_lm, load_tokenizer, pick_device
+from orchestrator.modeling import load_causal_lm, load_tokenizer, pick_device, set_torch_threads
 
 
 class HFBackend:
     def __init__(self, model_path: str, model_config: ModelConfig, batch_size: int = 64,
                  device: str = "auto"):
+        set_torch_threads()
         self.device = pick_device(device)
         self.tokenizer = load_tokenizer(model_path, model_config)
         self.model = load_causal_lm(model_path, model_config, self.device).eval()

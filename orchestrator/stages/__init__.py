@@ -16,7 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.stages import base_model, evaluate, sft, teacher
+from orchestrator.stages import (
+    base_model,
+    dpo,
+    evaluate,
+    human_data,
+    pairs,
+    rft_data,
+    rollouts,
+    sample,
+    sft,
+    step_pairs,
+    teacher,
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,14 @@ STAGES: dict[str, StageDef] = {
     for d in (
         _define("base_model", base_model),
         _define("teacher_generate", teacher),
+        _define("human_data", human_data, "prepare"),
         _define("sft", sft),
+        _define("sample", sample),
+        _define("rft_data", rft_data, "prepare"),
+        _define("pairs", pairs, "prepare"),
+        _define("rollouts", rollouts),
+        _define("step_pairs", step_pairs, "prepare"),
+        _define("dpo", dpo),
         _define("evaluate", evaluate),
     )
 }

@@ -13,8 +13,15 @@ import dataclasses
 from orchestrator.config import Config, ModelConfig, TeacherConfig
 from orchestrator.planning import Plan, make_spec
 from orchestrator.stages.base_model import BaseModelParams
+from orchestrator.stages.dpo import DPOParams
 from orchestrator.stages.evaluate import EvalParams
+from orchestrator.stages.human_data import HumanDataParams
+from orchestrator.stages.pairs import PairsParams
+from orchestrator.stages.rft_data import RFTDataParams
+from orchestrator.stages.rollouts import RolloutParams
+from orchestrator.stages.sample import SampleParams
 from orchestrator.stages.sft import SFTParams
+from orchestrator.stages.step_pairs import StepPairsParams
 from orchestrator.stages.teacher import TeacherParams
 
 
@@ -63,6 +70,75 @@ def chain_sft_teacher(config: Config, plan: Plan, shared: dict[str, str], n: int
     return evaluate(config, plan, sft_on_teacher(config, plan, shared, n, seed), "sft_teacher", n, seed)
 
 
+def samples(config: Config, plan: Plan, shared: dict[str, str], n: int, seed: int) -> str:
+    """M self-samples per problem from the SFT model at (n, seed); shared by three rows."""
+    params = SampleParams(config.sampling, config.generation, config.model, config.task.name, n, seed)
+    spec = make_spec(config, "sample", f"n={n},seed={seed}", params,
+                     {"model": sft_on_teacher(config, plan, shared, n, seed), "data": shared["teacher"]},
+                     n=n, seed=seed)
+    return plan.add(spec)
+
+
+def chain_rft_self(config: Config, plan: Plan, shared: dict[str, str], n: int, seed: int) -> str:
+    """The base model SFT-ed on the SFT model's own correct, de-duplicated samples."""
+    data = plan.add(make_spec(config, "rft_data", f"n={n},seed={seed}", RFTDataParams(config.rft, n),
+                              {"samples": samples(config, plan, shared, n, seed),
+                               "data": shared["teacher"]}, data_type="rft_self", n=n, seed=seed))
+    params = SFTParams(config.model, config.train.sft, config.train.device, seed, None)
+    model = plan.add(make_spec(config, "sft", f"rft_self,n={n},seed={seed}", params,
+                               {"base": shared["base"], "data": data},
+                               data_type="rft_self", n=n, seed=seed))
+    return evaluate(config, plan, model, "rft_self", n, seed)
+
+
+def dpo_from_sft(config: Config, plan: Plan, shared: dict[str, str], pairs_key: str,
+                 data_type: str, n: int, seed: int) -> str:
+    params = DPOParams(config.model, config.train.dpo, config.train.device, seed)
+    model = plan.add(make_spec(config, "dpo", f"{data_type},n={n},seed={seed}", params,
+                               {"model": sft_on_teacher(config, plan, shared, n, seed),
+                                "pairs": pairs_key}, data_type=data_type, n=n, seed=seed))
+    return evaluate(config, plan, model, data_type, n, seed)
+
+
+def chain_dpo_negative(config: Config, plan: Plan, shared: dict[str, str], n: int, seed: int) -> str:
+    """DPO from the SFT model on (correct, incorrect) pairs of its own samples."""
+    pairs = plan.add(make_spec(config, "pairs", f"n={n},seed={seed}", PairsParams(config.pairs, seed),
+                               {"samples": samples(config, plan, shared, n, seed)},
+                               data_type="dpo_negative", n=n, seed=seed))
+    return dpo_from_sft(config, plan, shared, pairs, "dpo_negative", n, seed)
+
+
+def chain_dpo_per_step(config: Config, plan: Plan, shared: dict[str, str], n: int, seed: int) -> str:
+    """DPO from the SFT model on per-step pairs at the first pit of its negatives."""
+    sample_key = samples(config, plan, shared, n, seed)
+    rollout_params = RolloutParams.from_config(config.per_step, config.generation, config.model,
+                                               config.task.name, seed)
+    rollouts = plan.add(make_spec(config, "rollouts", f"n={n},seed={seed}", rollout_params,
+                                  {"model": sft_on_teacher(config, plan, shared, n, seed),
+                                   "samples": sample_key}, data_type="dpo_per_step", n=n, seed=seed))
+    pairs = plan.add(make_spec(config, "step_pairs", f"n={n},seed={seed}",
+                               StepPairsParams.from_config(config.per_step, n),
+                               {"rollouts": rollouts, "samples": sample_key, "data": shared["teacher"]},
+                               data_type="dpo_per_step", n=n, seed=seed))
+    return dpo_from_sft(config, plan, shared, pairs, "dpo_per_step", n, seed)
+
+
+def chain_sft_human(config: Config, plan: Plan, shared: dict[str, str], n: int, seed: int) -> str:
+    """SFT of the base model on the benchmark's own first n training solutions."""
+    data = plan.add(make_spec(config, "human_data", f"pool={config.pool_size}",
+                              HumanDataParams(dataclasses.replace(config.task, n_test=0),
+                                              config.pool_size)))
+    params = SFTParams(config.model, config.train.sft, config.train.device, seed, n)
+    model = plan.add(make_spec(config, "sft", f"sft_human,n={n},seed={seed}", params,
+                               {"base": shared["base"], "data": data},
+                               data_type="sft_human", n=n, seed=seed))
+    return evaluate(config, plan, model, "sft_human", n, seed)
+
+
 CHAINS = {
     "sft_teacher": chain_sft_teacher,
+    "rft_self": chain_rft_self,
+    "dpo_negative": chain_dpo_negative,
+    "dpo_per_step": chain_dpo_per_step,
+    "sft_human": chain_sft_human,
 }

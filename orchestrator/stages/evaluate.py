@@ -14,10 +14,10 @@ from pathlib import Path
 
 from orchestrator.config import EvalConfig, GenerationConfig, ModelConfig, TaskConfig
 from orchestrator.modeling import model_path
-from orchestrator.stages.teacher import write_jsonl
+from orchestrator.records import write_rows
 from orchestrator.tasks import format_prompt, make_task
 
-VERSION = "1"
+VERSION = "2"  # 2: arith grading accepts only "#### N"
 SAMPLING_SEED = 1234     # fixed: the same model always gets the same pass@k
 
 
@@ -59,7 +59,7 @@ def run(params: EvalParams, inputs: dict[str, Path], out: Path) -> EvalResult:
     greedy = [c[0] for c in backend.generate(prompts, n=1, temperature=0.0,
                                               max_new_tokens=gen.max_new_tokens, stop=gen.stop)]
     grades = grade_batch([c.text for c in greedy], [p.answer for p in problems],
-                         timeout_s=params.eval.grade_timeout_s)
+                         timeout_s=params.eval.grade_timeout_s, task=params.task.name)
     rows = [{"problem_id": p.id, "completion": c.text, "extracted": g.extracted, "answer": p.answer,
              "correct": g.correct, "num_tokens": c.num_tokens}
             for p, c, g in zip(problems, greedy, grades, strict=True)]
@@ -70,7 +70,7 @@ def run(params: EvalParams, inputs: dict[str, Path], out: Path) -> EvalResult:
         pass_k, extra_tokens, extra_timeouts = _sampled_pass_k(backend, prompts, problems, params, rows)
         tokens += extra_tokens
         timeouts += extra_timeouts
-    write_jsonl(out / "predictions.jsonl", rows)
+    write_rows(out / "predictions.jsonl", rows)
     accuracy = sum(r["correct"] for r in rows) / len(rows)
     return EvalResult(1.0 - accuracy, accuracy, pass_k, k, len(rows), tokens, timeouts)
 
@@ -85,7 +85,7 @@ def _sampled_pass_k(backend, prompts, problems, params: EvalParams, rows: list[d
                                stop=params.generation.stop, seed=SAMPLING_SEED)
     flat = [c for per_problem in outputs for c in per_problem]
     grades = grade_batch([c.text for c in flat], [p.answer for p in problems for _ in range(samples)],
-                         timeout_s=params.eval.grade_timeout_s)
+                         timeout_s=params.eval.grade_timeout_s, task=params.task.name)
     scores = []
     for i, row in enumerate(rows):
         correct = sum(g.correct for g in grades[i * samples:(i + 1) * samples])

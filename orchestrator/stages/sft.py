@@ -12,7 +12,7 @@ from pathlib import Path
 
 from orchestrator.config import ModelConfig, SFTConfig
 from orchestrator.modeling import model_path
-from orchestrator.stages.teacher import read_jsonl
+from orchestrator.records import read_rows
 
 VERSION = "1"
 
@@ -39,7 +39,7 @@ class SFTResult:
 def run(params: SFTParams, inputs: dict[str, Path], out: Path) -> SFTResult:
     from orchestrator.training import sft_train
 
-    records = read_jsonl(inputs["data"] / "data.jsonl", limit=params.n)
+    records = read_rows(inputs["data"] / "data.jsonl", limit=params.n)
     if params.n is not None and len(records) < params.n:
         raise RuntimeError(f"sft: asked for {params.n} examples, the data has {len(records)}")
     if not records:

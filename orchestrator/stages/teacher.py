@@ -13,11 +13,11 @@ changes a smaller one. Records keep only answer-verified solutions.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import GenerationConfig, ModelConfig, TaskConfig, TeacherConfig
+from orchestrator.records import write_rows
 from orchestrator.tasks import Problem, format_prompt, make_task
 
 VERSION = "1"
@@ -49,22 +49,6 @@ def record(problem: Problem, template: str, completion: str) -> dict:
             "prompt": format_prompt(template, problem.question), "completion": completion}
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-
-
-def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
-    rows = []
-    with path.open() as f:
-        for line in f:
-            if limit is not None and len(rows) >= limit:
-                break
-            rows.append(json.loads(line))
-    return rows
-
-
 def run(params: TeacherParams, inputs: dict[str, Path], out: Path) -> TeacherResult:
     task = make_task(params.task)
     problems = task.split("train")
@@ -78,7 +62,7 @@ def run(params: TeacherParams, inputs: dict[str, Path], out: Path) -> TeacherRes
             f"teacher_generate: the teacher solved only {len(rows)} of {tried} training problems, "
             f"fewer than the largest grid size {params.n_max}; raise task.n_train, "
             "teacher.samples_per_problem, or lower grid.sizes")
-    write_jsonl(out / "data.jsonl", rows)
+    write_rows(out / "data.jsonl", rows)
     return TeacherResult(params.teacher.kind, len(rows), tried, len(rows) / max(tried, 1), tokens)
 
 
@@ -98,7 +82,8 @@ def _model_teacher(params: TeacherParams, task, problems: list[Problem]):
                                    stop=params.generation.stop, seed=chunk_start)
         flat = [c for per_problem in samples for c in per_problem]
         grades = grade_batch([c.text for c in flat],
-                             [p.answer for p in chunk for _ in range(teacher.samples_per_problem)])
+                             [p.answer for p in chunk for _ in range(teacher.samples_per_problem)],
+                             task=params.task.name)
         tokens += sum(c.num_tokens for c in flat)
         for i, problem in enumerate(chunk):
             tried += 1

@@ -89,8 +89,14 @@ def extract_answer(text: str, task: str | None = None) -> str | None:
     Priority: `#### N`, the last `\\boxed{}`/`\\fbox{}`, "the (final) answer is
     X", a last `A: X` line, the last number. For task "math" `\\boxed{}` comes
     first: MATH solutions box their answer and may contain `####` in prose.
+    For task "arith" only `#### N` counts: every solution of that procedural
+    task ends so, and a tiny model's unfinished babble must not score by the
+    accident of its last digit.
     """
     text = text[:MAX_TEXT_CHARS]
+    if task == "arith":
+        answer = _gsm8k_answer(text)
+        return (normalize_answer(answer) or None) if answer is not None else None
     answer = _marked_answer(text, task)
     if answer is None:
         numbers = _NUMBER_RE.findall(text[-NUMBER_SCAN_CHARS:])

@@ -90,3 +90,14 @@ def test_cli_exits_2_with_one_line_on_bad_config(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {path}:2: grid.sizes[1]: expected int >= 1, got 'nope'"
+
+
+def test_scientific_notation_floats_are_numbers(tmp_path):
+    # PyYAML (YAML 1.1) would hand these over as strings.
+    path = write(tmp_path, "train:\n  sft:\n    learning_rate: 5e-3\n  dpo:\n    learning_rate: 1E-4\n")
+    config = load_config(path, ["train.sft.weight_decay=1e-2"])
+    assert config.train.sft.learning_rate == 5e-3
+    assert config.train.dpo.learning_rate == 1e-4
+    assert config.train.sft.weight_decay == 1e-2
+    with pytest.raises(ConfigError, match="expected int"):
+        load_config(path, ["grid.sizes=[1e3]"])

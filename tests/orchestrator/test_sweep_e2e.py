@@ -50,7 +50,7 @@ def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
 
     results = pd.read_csv(out / "results.csv")
     assert len(results) == len(plan.cells) == 4
-    assert set(zip(results.n, results.seed)) == {(50, 0), (100, 0), (50, 1), (100, 1)}
+    assert set(zip(results.n, results.seed, strict=True)) == {(50, 0), (100, 0), (50, 1), (100, 1)}
     assert results.test_error.between(0, 1).all()
     assert (results.test_error + results.pass_at_1 - 1).abs().max() < 1e-9
     assert (results.train_tokens > 0).all() and (results.generated_tokens > 0).all()

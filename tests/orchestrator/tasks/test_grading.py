@@ -222,3 +222,12 @@ def test_agrees_with_labelled_gsm8k_model_solutions():
     n = agree + len(disagreements)
     assert n == 5276
     assert agree / n >= 0.995, disagreements[:20]
+
+
+def test_arith_counts_only_the_final_answer_marker():
+    # A tiny model's babble must not score through its last digit.
+    assert not grade("<Cr3!.", "3", task="arith").correct
+    assert grade("<Cr3!.", "3").correct                      # the generic fallback would
+    assert grade("1 + 2 = 3\n#### 3", "3", task="arith").correct
+    assert not grade("1 + 2 = 3\n#### 4", "3", task="arith").correct
+    assert grade("1 + 2 = 3\n#### 3", "3", task="arith").extracted == "3"

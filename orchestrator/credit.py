@@ -1,0 +1,159 @@
+"""Per-step credit assignment and the datasets built from self-generated samples.
+
+Pure functions (no model, no I/O) so each rule can be tested with constructed
+solutions and a stand-in policy whose success probabilities are known:
+
+- `prefix_prompts`: the prompts rollouts continue from: the problem plus the
+  first i steps of a solution, for i = 0 .. L-1.
+- `step_values`: V_i, the fraction of K rollouts from the prefix after step i
+  that reach the right answer (Math-Shepherd's soft estimate; Setlur et al.
+  2024 §4). V_L is the solution's own grade.
+- `step_advantages`: A_i = V_i - V_{i-1}, the value change step i causes.
+- `first_pit`: the critical step of an incorrect solution, by a named rule.
+- `per_step_pair`: the preference pair at the pit.
+- `dedup_key`, `rft_positives`, `outcome_pairs`: RFT data and dpo_negative pairs.
+
+Steps are lines (`tasks.base.split_steps`), as in Self-Explore (Hwang et al. 2024).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from orchestrator.tasks.base import join_steps
+
+PIT_RULES = ("first_zero", "min_advantage")
+
+
+def prefix_text(prompt: str, steps: list[str], i: int) -> str:
+    """The problem's prompt followed by the first i steps, each ending in a newline."""
+    return prompt + "".join(step + "\n" for step in steps[:i])
+
+
+def prefix_prompts(prompt: str, steps: list[str]) -> list[str]:
+    """Rollout prompts after 0 .. L-1 steps (after all L steps the answer is already given)."""
+    return [prefix_text(prompt, steps, i) for i in range(len(steps))]
+
+
+def step_values(successes: list[list[bool]], final_correct: bool) -> list[float]:
+    """[V_0, ..., V_L] from rollout outcomes per prefix (i = 0 .. L-1) and the solution's grade."""
+    values = [sum(outcomes) / len(outcomes) for outcomes in successes]
+    return values + [1.0 if final_correct else 0.0]
+
+
+def step_advantages(values: list[float]) -> list[float]:
+    """[A_1, ..., A_L], A_i = V_i - V_{i-1}."""
+    return [values[i] - values[i - 1] for i in range(1, len(values))]
+
+
+def first_pit(values: list[float], rule: str = "first_zero") -> int | None:
+    """The 1-based index of the critical step, or None when the solution has none.
+
+    first_zero: the first step after which no rollout succeeds (V_i = 0), the
+      "first pit" of Self-Explore; with K rollouts this is the first step whose
+      best-of-K value is zero, as in the paper's BoK(pi_sft) estimate.
+    min_advantage: the step with the lowest advantage A_i (the earliest on ties),
+      provided it lowers the value (A_i < 0).
+    """
+    if rule == "first_zero":
+        return next((i for i in range(1, len(values)) if values[i] == 0.0), None)
+    if rule == "min_advantage":
+        advantages = step_advantages(values)
+        if not advantages:
+            return None
+        lowest = min(advantages)
+        return advantages.index(lowest) + 1 if lowest < 0 else None
+    raise ValueError(f"unknown pit rule {rule!r}; expected one of {PIT_RULES}")
+
+
+@dataclass(frozen=True)
+class StepPair:
+    prompt: str      # problem + the steps before the pit
+    chosen: str      # a correct continuation from that prefix
+    rejected: str    # the incorrect solution from the pit step on
+
+
+def per_step_pair(prompt: str, steps: list[str], pit: int, chosen_continuation: str) -> StepPair:
+    """The pair at the pit. The rejected side is the negative's own continuation
+    from the pit to its (wrong) answer rather than the pit step alone: TRL 1.x
+    appends EOS to both sides, so a truncated rejected side would mostly teach
+    "no EOS after a step" instead of "not this step". Both sides share the
+    prefix, so the first tokens that differ are the pit step's."""
+    return StepPair(prefix_text(prompt, steps, pit - 1), chosen_continuation,
+                    join_steps(steps[pit - 1:]))
+
+
+# ---------------------------------------------------------------- RFT data
+
+_ANNOTATION = re.compile(r"<<[^>]*>>")
+_EQUATION = re.compile(r"[-+*/x×÷^().\d\s]+=[-+*/().\d\s]+")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _normalise_number(match: re.Match) -> str:
+    text = match.group(0)
+    return text.rstrip("0").rstrip(".") if "." in text else text.lstrip("0") or "0"
+
+
+def normalise_step(step: str) -> str:
+    """A step reduced to what it computes: equations if it has any, else its words."""
+    text = _ANNOTATION.sub("", step).lower().replace(",", "")
+    text = re.sub(r"#+\s*", "#### ", text)          # "####9" and "#### 9" are one answer line
+    equations = [re.sub(r"\s+", "", e) for e in _EQUATION.findall(text) if re.search(r"\d", e)]
+    if equations:
+        return ";".join(_NUMBER.sub(_normalise_number, e) for e in equations)
+    return " ".join(re.sub(r"[^\w#]+", " ", text).split())
+
+
+def dedup_key(solution: str, mode: str = "steps") -> str:
+    from orchestrator.tasks.base import split_steps
+
+    if mode == "exact":
+        return solution.strip()
+    return "\n".join(normalise_step(s) for s in split_steps(solution))
+
+
+def rft_positives(samples: list[dict], max_per_problem: int, mode: str = "steps") -> list[dict]:
+    """Correct samples, de-duplicated per problem and capped; order preserved."""
+    kept: list[dict] = []
+    seen: dict[str, set[str]] = {}
+    for sample in samples:
+        if not sample["correct"]:
+            continue
+        keys = seen.setdefault(sample["problem_id"], set())
+        key = dedup_key(sample["completion"], mode)
+        if key in keys or len(keys) >= max_per_problem:
+            continue
+        keys.add(key)
+        kept.append(sample)
+    return kept
+
+
+def outcome_pairs(samples: list[dict], max_pairs: int, seed: int) -> list[dict]:
+    """dpo_negative pairs: per problem, distinct correct samples against distinct
+    incorrect ones, matched in a seeded random order."""
+    by_problem: dict[str, list[dict]] = {}
+    for sample in samples:
+        by_problem.setdefault(sample["problem_id"], []).append(sample)
+    rng = random.Random(seed)
+    pairs = []
+    for problem_id, group in by_problem.items():
+        good = _distinct([s for s in group if s["correct"]])
+        bad = _distinct([s for s in group if not s["correct"]])
+        rng.shuffle(good)
+        rng.shuffle(bad)
+        for chosen, rejected in list(zip(good, bad, strict=False))[:max_pairs]:  # the shorter list
+            pairs.append({"problem_id": problem_id, "prompt": chosen["prompt"],
+                          "chosen": chosen["completion"], "rejected": rejected["completion"]})
+    return pairs
+
+
+def _distinct(samples: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for sample in samples:
+        if sample["completion"] not in seen:
+            seen.add(sample["completion"])
+            out.append(sample)
+    return out

@@ -1,0 +1,119 @@
+"""`python -m orchestrator show`: print a few examples of a stage artifact.
+
+Every intermediate artifact is a JSONL (samples with grades, RFT data, pairs,
+rollouts with per-step values and advantages, per-step pairs, predictions);
+this renders a few records of one for a person, e.g. each step of a negative
+with its Monte Carlo value V and advantage A and the step the pit rules pick.
+An artifact is named by its folder or file, or by an experiment config and a
+stage (`show experiments/demo.yaml --stage rollouts --n 1000 --seed 0`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TextIO
+
+from orchestrator.credit import PIT_RULES, first_pit
+from orchestrator.records import read_rows
+
+FILES = ("rollouts.jsonl", "pairs.jsonl", "samples.jsonl", "data.jsonl", "predictions.jsonl")
+
+
+def find_artifact(config_path: str, overrides: list[str], stage: str, n: int | None,
+                  seed: int | None, data_type: str | None) -> Path:
+    """The folder of the first finished stage of `config_path`'s plan matching the filters."""
+    from orchestrator.config import load_config
+    from orchestrator.planning import expand_grid
+    from orchestrator.store import ArtifactStore
+
+    config = load_config(config_path, overrides)
+    store = ArtifactStore(config.artifacts_dir)
+    candidates = [s for s in expand_grid(config).specs if s.stage == stage
+                  and (n is None or s.tag_dict.get("n") == str(n))
+                  and (seed is None or s.tag_dict.get("seed") == str(seed))
+                  and (data_type is None or s.tag_dict.get("data_type") == data_type)]
+    if not candidates:
+        raise ValueError(f"{config_path}: the plan has no {stage!r} stage matching the filters")
+    for spec in candidates:
+        if store.is_done(spec.stage, spec.key):
+            return store.path(spec.stage, spec.key)
+    raise ValueError(f"{candidates[0].id} has not run yet (run the sweep first)")
+
+
+def artifact_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    for name in FILES:
+        if (path / name).exists():
+            return path / name
+    raise ValueError(f"{path}: no artifact JSONL here (looked for {', '.join(FILES)})")
+
+
+def show(path: Path, count: int, stream: TextIO, problem: str | None = None) -> None:
+    file = artifact_file(path)
+    result = file.parent / "result.json"
+    if result.exists():
+        summary = {k: v for k, v in json.loads(result.read_text()).items() if k != "loss_curve"}
+        stream.write(f"{file.parent.parent.name} result: {json.dumps(summary)}\n")
+    rows = [r for r in read_rows(file) if problem is None or r.get("problem_id") == problem]
+    stream.write(f"{file}: {len(rows)} records, showing {min(count, len(rows))}\n")
+    render = RENDERERS.get(file.name, render_generic)
+    for row in rows[:count]:
+        stream.write("\n" + render(row) + "\n")
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.split("\n"))
+
+
+def _question(prompt: str) -> str:
+    return prompt.strip().split("\n")[0]
+
+
+def render_rollouts(row: dict) -> str:
+    pits = {rule: first_pit(row["values"], rule) for rule in PIT_RULES}
+    lines = [f"{row['problem_id']} (answer {row['answer']}), negative sample #{row['sample_index']}",
+             f"  {_question(row['prompt'])}",
+             f"  {'step':<34} {'V after':>7} {'A':>6}",
+             f"  {'(problem only)':<34} {row['values'][0]:>7.2f}"]
+    for i, step in enumerate(row["steps"], start=1):
+        marks = [f"<- {rule}" for rule, pit in pits.items() if pit == i]
+        lines.append(f"  {i}. {step[:31]:<31} {row['values'][i]:>7.2f} {row['advantages'][i - 1]:>+6.2f}"
+                     f"  {' '.join(marks)}")
+    return "\n".join(lines)
+
+
+def render_pair(row: dict) -> str:
+    head = f"{row['problem_id']}"
+    if "pit" in row:
+        head += f": pit at step {row['pit']}, values {[round(v, 2) for v in row['values']]}, " \
+                f"chosen from {row['chosen_source']}"
+    return "\n".join([head, "  prompt:", _indent(row["prompt"].rstrip("\n")),
+                      "  chosen:", _indent(row["chosen"]), "  rejected:", _indent(row["rejected"])])
+
+
+def render_sample(row: dict) -> str:
+    mark = "correct" if row["correct"] else "wrong"
+    return (f"{row['problem_id']} #{row['sample_index']} ({mark}; answer {row['answer']}, "
+            f"extracted {row['extracted']})\n" + _indent(row["completion"]))
+
+
+def render_data(row: dict) -> str:
+    source = f" [{row['source']}]" if "source" in row else ""
+    return f"{row['problem_id']}{source}: {_question(row['prompt'])}\n" + _indent(row["completion"])
+
+
+def render_prediction(row: dict) -> str:
+    mark = "correct" if row["correct"] else "wrong"
+    return (f"{row['problem_id']} ({mark}; answer {row['answer']}, extracted {row['extracted']})\n"
+            + _indent(row["completion"]))
+
+
+def render_generic(row: dict) -> str:
+    return json.dumps(row, indent=2)[:2000]
+
+
+RENDERERS = {"rollouts.jsonl": render_rollouts, "pairs.jsonl": render_pair,
+             "samples.jsonl": render_sample, "data.jsonl": render_data,
+             "predictions.jsonl": render_prediction}

@@ -1,0 +1,51 @@
+"""Stage `rft_data`: rejection fine-tuning data from the SFT model's samples.
+
+The correct samples, de-duplicated per problem (by normalised step list, or
+exact text) and capped, plus, when `rft.include_teacher_data` is true, the n
+teacher solutions themselves (D_syn union D+_pi_sft). The `sft` stage then
+trains the *base* model on this set (Setlur et al. 2024, RFT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config import RFTConfig
+from orchestrator.credit import rft_positives
+from orchestrator.records import read_rows, write_rows
+
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class RFTDataParams:
+    rft: RFTConfig
+    n: int
+
+
+@dataclass(frozen=True)
+class RFTDataResult:
+    examples: int
+    teacher_examples: int
+    self_positives: int
+    correct_samples: int
+    problems_covered: int
+
+
+def run(params: RFTDataParams, inputs: dict[str, Path], out: Path) -> RFTDataResult:
+    samples = read_rows(inputs["samples"] / "samples.jsonl")
+    positives = rft_positives(samples, params.rft.max_per_problem, params.rft.dedup)
+    rows = [{"problem_id": s["problem_id"], "prompt": s["prompt"], "completion": s["completion"],
+             "source": "self"} for s in positives]
+    teacher = []
+    if params.rft.include_teacher_data:
+        teacher = [{"problem_id": r["problem_id"], "prompt": r["prompt"],
+                    "completion": r["completion"], "source": "teacher"}
+                   for r in read_rows(inputs["data"] / "data.jsonl", limit=params.n)]
+    if not rows and not teacher:
+        raise RuntimeError("rft_data: the SFT model solved none of its training problems and "
+                           "rft.include_teacher_data is false, so there is nothing to train on")
+    write_rows(out / "data.jsonl", teacher + rows)
+    return RFTDataResult(len(teacher) + len(rows), len(teacher), len(rows),
+                         sum(s["correct"] for s in samples), len({r["problem_id"] for r in rows}))

@@ -1,0 +1,89 @@
+"""Stage `step_pairs`: per-step preference pairs at each negative's first pit.
+
+For every rolled-out negative, the pit rule (`per_step.pit_rule`) picks the
+critical step c. The pair's prompt is the problem plus steps 1..c-1; the
+rejected side is the negative from step c on; the chosen side is a correct
+continuation from the same prefix: the shortest successful rollout from it,
+or, when c is the first step and no rollout from the bare problem succeeded,
+a correct self-sample, else the teacher's solution. Negatives without a pit
+give no pair; pairs are capped per problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config import PerStepConfig
+from orchestrator.credit import first_pit, per_step_pair
+from orchestrator.records import read_rows, write_rows
+
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class StepPairsParams:
+    pit_rule: str
+    max_pairs_per_problem: int
+    n: int
+
+    @classmethod
+    def from_config(cls, per_step: PerStepConfig, n: int) -> StepPairsParams:
+        return cls(per_step.pit_rule, per_step.max_pairs_per_problem, n)
+
+
+@dataclass(frozen=True)
+class StepPairsResult:
+    pairs: int
+    negatives: int
+    negatives_without_pit: int
+    chosen_from_rollout: int
+    chosen_from_sample: int
+    chosen_from_teacher: int
+    mean_pit_step: float
+
+
+def chosen_continuation(row: dict, pit: int, correct_samples: dict[str, str],
+                        teacher: dict[str, str]) -> tuple[str, str] | None:
+    """(continuation, source) that is correct from the prefix before step `pit`."""
+    prefix = pit - 1
+    wins = [c for c, ok in zip(row["continuations"][prefix], row["successes"][prefix], strict=True)
+            if ok]
+    if wins:
+        return min(wins, key=len), "rollout"
+    if prefix == 0 and row["problem_id"] in correct_samples:
+        return correct_samples[row["problem_id"]], "sample"
+    if prefix == 0 and row["problem_id"] in teacher:
+        return teacher[row["problem_id"]], "teacher"
+    return None
+
+
+def run(params: StepPairsParams, inputs: dict[str, Path], out: Path) -> StepPairsResult:
+    rows = read_rows(inputs["rollouts"] / "rollouts.jsonl")
+    samples = read_rows(inputs["samples"] / "samples.jsonl")
+    correct = {}
+    for s in sorted((s for s in samples if s["correct"]), key=lambda s: len(s["completion"])):
+        correct.setdefault(s["problem_id"], s["completion"])
+    teacher = {r["problem_id"]: r["completion"]
+               for r in read_rows(inputs["data"] / "data.jsonl", limit=params.n)}
+    pairs, sources, pits, no_pit = [], {"rollout": 0, "sample": 0, "teacher": 0}, [], 0
+    per_problem: dict[str, set] = {}
+    for row in rows:
+        pit = first_pit(row["values"], params.pit_rule)
+        choice = chosen_continuation(row, pit, correct, teacher) if pit else None
+        if choice is None:
+            no_pit += 1
+            continue
+        pair = per_step_pair(row["prompt"], row["steps"], pit, choice[0])
+        seen = per_problem.setdefault(row["problem_id"], set())
+        if (pair.prompt, pair.rejected) in seen or len(seen) >= params.max_pairs_per_problem:
+            continue
+        seen.add((pair.prompt, pair.rejected))
+        sources[choice[1]] += 1
+        pits.append(pit)
+        pairs.append({"problem_id": row["problem_id"], "prompt": pair.prompt, "chosen": pair.chosen,
+                      "rejected": pair.rejected, "pit": pit, "values": row["values"],
+                      "advantages": row["advantages"], "chosen_source": choice[1]})
+    write_rows(out / "pairs.jsonl", pairs)
+    return StepPairsResult(len(pairs), len(rows), no_pit, sources["rollout"], sources["sample"],
+                           sources["teacher"], sum(pits) / len(pits) if pits else float("nan"))
