@@ -24,6 +24,7 @@ from analysis.power_law import PowerLawFit, fit_groups, fit_power_law, predict
 from analysis.report import FitReport, analyze, run_fit, run_fit_2d, write_report
 from analysis.tables import (
     InputError,
+    find_per_problem,
     load_per_problem,
     load_points_2d,
     load_results,
@@ -36,7 +37,7 @@ efficiency_multiplier = multiplier_at_size  # the name STYLE.md and DESIGN.md us
 __all__ = [
     "Bootstrap", "Fit2D", "FitReport", "InputError", "PowerLawFit", "analyze", "band",
     "bootstrap_chinchilla", "bootstrap_fit", "efficiency_multiplier", "fit_chinchilla",
-    "fit_groups", "fit_power_law", "load_per_problem", "load_points_2d", "load_results",
+    "find_per_problem", "fit_groups", "fit_power_law", "load_per_problem", "load_points_2d", "load_results",
     "multiplier_at_size", "multipliers_at_errors", "multipliers_at_sizes", "percentile_interval",
     "plot_2d", "plot_curves", "plot_multipliers", "predict", "predict_2d", "results_from_mlflow_runs", "run_fit", "run_fit_2d", "size_for_error",
     "standardize", "write_report",

@@ -73,20 +73,23 @@ def _terms(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarra
 
 def lse_objective(theta, log_n, log_d, log_loss, weights=None, delta=1e-3):
     """Weighted sum of Huber losses of log-loss residuals, and its gradient, per row of theta."""
-    t = _terms(theta, log_n, log_d)
-    top = t.max(axis=0)
-    share = np.exp(t - top)  # scipy's logsumexp is 2x slower here and this is the hot loop
-    total = share.sum(axis=0)
-    share /= total  # d pred / d (term exponent)
-    pred = top + np.log(total)
-    r = pred - log_loss
-    w = 1.0 if weights is None else weights
-    f = np.sum(w * huber(r, delta), axis=-1)
-    dr = w * huber_grad(r, delta)
-    g = np.stack([np.sum(dr * share[0], -1), np.sum(dr * share[1], -1),
-                  np.sum(dr * share[2], -1), -np.sum(dr * share[0] * log_n, -1),
-                  -np.sum(dr * share[1] * log_d, -1)], axis=-1)
-    return f, g
+    # Grid starts such as a = 25, alpha = 0 overflow at first; their f is inf and the
+    # line search rejects them, so numpy's warnings are noise here.
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = _terms(theta, log_n, log_d)
+        top = t.max(axis=0)
+        share = np.exp(t - top)  # scipy's logsumexp is 2x slower here and this is the hot loop
+        total = share.sum(axis=0)
+        share /= total  # d pred / d (term exponent)
+        pred = top + np.log(total)
+        r = pred - log_loss
+        w = 1.0 if weights is None else weights
+        f = np.sum(w * huber(r, delta), axis=-1)
+        dr = w * huber_grad(r, delta)
+        g = np.stack([np.sum(dr * share[0], -1), np.sum(dr * share[1], -1),
+                      np.sum(dr * share[2], -1), -np.sum(dr * share[0] * log_n, -1),
+                      -np.sum(dr * share[1] * log_d, -1)], axis=-1)
+        return f, g
 
 
 def epoch_grid() -> np.ndarray:

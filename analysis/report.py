@@ -25,7 +25,13 @@ import pandas as pd
 
 from analysis.bootstrap import Bootstrap, bootstrap_fit
 from analysis.chinchilla import Fit2D, bootstrap_chinchilla, drop_highest_loss, fit_chinchilla
-from analysis.efficiency import multiplier_warnings, multipliers_at_errors, multipliers_at_sizes
+from analysis.efficiency import (
+    LEVEL_COLUMNS,
+    MULTIPLIER_COLUMNS,
+    multiplier_warnings,
+    multipliers_at_errors,
+    multipliers_at_sizes,
+)
 from analysis.power_law import DEFAULT_DELTA, PowerLawFit, fit_groups
 from analysis.summary import format_report
 from analysis.tables import (
@@ -138,7 +144,7 @@ def _compute_axes(frame, per_problem, cost_cols, options) -> tuple[dict, list[st
 
 def _multipliers(fits, boot, baseline, frame):
     if not fits[baseline].ok:
-        return (multipliers_at_sizes({}, baseline, {}), multipliers_at_errors({}, baseline),
+        return (pd.DataFrame(columns=MULTIPLIER_COLUMNS), pd.DataFrame(columns=LEVEL_COLUMNS),
                 [f"baseline {baseline} could not be fitted: no efficiency multipliers"])
     sizes = {g: np.unique(part["size"]) for g, part in frame.groupby("group")}
     at_sizes = multipliers_at_sizes(fits, baseline, sizes, boot)

@@ -46,6 +46,15 @@ def _line(frame: pd.DataFrame, position: int) -> str:
     return f"row {frame.index[position]}"
 
 
+def _shown(value) -> str:
+    """A cell's value as a user wrote it: 'abc', 2, 0.5, or 'an empty cell'."""
+    if isinstance(value, str):
+        return repr(value)
+    if pd.isna(value):
+        return "an empty cell"
+    return str(value.item() if hasattr(value, "item") else value)
+
+
 def require_columns(frame: pd.DataFrame, columns, source: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -61,7 +70,7 @@ def numeric_column(frame: pd.DataFrame, column: str, source: str, *, positive: b
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(f"{source}: column {column!r}, {_line(frame, i)}: expected a number, "
-                         f"got {frame[column].iloc[i]!r}")
+                         f"got {_shown(frame[column].iloc[i])}")
     if positive and (values <= 0).any():
         i = int(np.flatnonzero((values <= 0).to_numpy())[0])
         raise InputError(f"{source}: column {column!r}, {_line(frame, i)}: expected a value "
@@ -136,7 +145,7 @@ def load_per_problem(path: str | Path, *, group_col: str = "data_type", size_col
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(f"{source}: column 'correct', {_line(frame, i)}: expected 0 or 1, "
-                         f"got {frame['correct'].iloc[i]!r}")
+                         f"got {_shown(frame['correct'].iloc[i])}")
     return pd.DataFrame({"group": frame[group_col].astype(str),
                          "size": numeric_column(frame, size_col, source, positive=True),
                          "seed": frame[seed_col], "problem_id": frame["problem_id"].astype(str),

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1", help="bind address (keep loopback unless "
                                                           "you mean to expose it)")
+    sub.add_parser("config-docs", help="print the configuration reference (docs/config.md)")
     show = sub.add_parser("show", help="print a few examples of a stage artifact (samples, pairs, "
                                        "rollouts with step values, predictions)")
     show.add_argument("artifact", help="an artifact folder or JSONL file, or an experiment YAML "
@@ -76,6 +77,13 @@ def cmd_show(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_config_docs(args) -> int:
+    from orchestrator.config import config_reference
+
+    sys.stdout.write(config_reference())
     return EXIT_OK
 
 
@@ -122,7 +130,8 @@ def cmd_ui(args) -> int:
     return subprocess.call(command, env=env)
 
 
-COMMANDS = {"sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_ui, "show": cmd_show}
+COMMANDS = {"sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_ui, "show": cmd_show,
+            "config-docs": cmd_config_docs}
 
 
 def main(argv: list[str] | None = None) -> int:

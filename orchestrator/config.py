@@ -347,6 +347,22 @@ def config_help() -> str:
     return "\n".join(f"  {key:<{width}}  {help_} (default: {default})" for key, default, help_ in rows)
 
 
+def config_reference() -> str:
+    """docs/config.md: every section and field, generated from the dataclasses."""
+    lines = ["# Configuration reference", "",
+             "Generated from the config dataclasses (`python -m orchestrator config-docs`); "
+             "every key can be set in an experiment YAML or overridden on the command line "
+             "as `section.key=value`.", ""]
+    section = None
+    for key, default, help_ in field_docs(Config):
+        head = key.split(".")[0]
+        if head != section:
+            section = head
+            lines += ["", f"## `{section}`", "", "| key | default | meaning |", "|---|---|---|"]
+        lines.append(f"| `{key}` | `{default}` | {help_.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
 def config_dict(config: Config) -> dict[str, Any]:
     """The whole config as plain data (for logging and hashing)."""
     return to_dict(config)

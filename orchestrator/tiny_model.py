@@ -56,6 +56,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS) + len(trainer.initial_alphabet):
+        raise ValueError("tokenizer: the training text gave no merges (was it empty?)")
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS,
                                    padding_side="left", clean_up_tokenization_spaces=False)
 

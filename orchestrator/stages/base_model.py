@@ -10,6 +10,7 @@ as all seeds of the paper share DeepSeek-Math-7B.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from orchestrator.config import ModelConfig, SFTConfig, TaskConfig
 from orchestrator.modeling import write_pointer
 from orchestrator.tasks import format_prompt, make_task
 
-VERSION = "1"
+VERSION = "2"  # 2: the tokenizer is fitted on tokenizer_docs problems (was none)
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,14 @@ def run(params: BaseModelParams, inputs: dict[str, Path], out: Path) -> BaseMode
         return BaseModelResult(cfg.base, 0, 0, 0, float("nan"))
     from orchestrator.tiny_model import TinyLlamaSpec, save_tiny_model
 
-    task = make_task(params.task)
+    # The planner leaves n_train out of this stage's slice (it does not change
+    # what is read here: splits are prefix-stable), so ask for exactly the
+    # problems the tokenizer is fitted on.
+    task = make_task(dataclasses.replace(params.task, n_train=cfg.tokenizer_docs))
     texts = [format_prompt(task.prompt_template, p.question) + p.solution
              for p in task.split("train")[:cfg.tokenizer_docs]]
+    if not texts:
+        raise RuntimeError("base_model: no training text to fit the tokenizer on")
     spec = TinyLlamaSpec(cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.num_heads,
                          cfg.intermediate_size, cfg.max_position_embeddings)
     count = save_tiny_model(texts, spec, cfg.init_seed, out / "model")

@@ -101,3 +101,10 @@ def test_scientific_notation_floats_are_numbers(tmp_path):
     assert config.train.sft.weight_decay == 1e-2
     with pytest.raises(ConfigError, match="expected int"):
         load_config(path, ["grid.sizes=[1e3]"])
+
+
+def test_config_reference_in_docs_is_current():
+    from orchestrator.config import config_reference
+
+    assert (ROOT / "docs" / "config.md").read_text() == config_reference(), \
+        "docs/config.md is stale: python -m orchestrator config-docs > docs/config.md"

@@ -49,13 +49,16 @@ def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
     assert "test_error" in first and "results:" in first
 
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == len(plan.cells) == 4
-    assert set(zip(results.n, results.seed, strict=True)) == {(50, 0), (100, 0), (50, 1), (100, 1)}
+    rows = {"sft_teacher", "rft_self", "dpo_negative", "dpo_per_step"}
+    assert len(results) == len(plan.cells) == 4 * 2 * 2
+    assert set(zip(results.data_type, results.n, results.seed, strict=True)) == {
+        (d, n, s) for d in rows for n in (100, 200) for s in (0, 1)}
     assert results.test_error.between(0, 1).all()
     assert (results.test_error + results.pass_at_1 - 1).abs().max() < 1e-9
     assert (results.train_tokens > 0).all() and (results.generated_tokens > 0).all()
     per_problem = pd.read_csv(out / "per_problem.csv")
-    assert len(per_problem) == 4 * 40
+    assert len(per_problem) == len(results) * 40
+    check_artifacts(out, plan)
 
     client, runs = runs_of(mlflow_server, "e2e")
     stages = [r for r in runs if r.data.tags.get("synthscale_kind") == "stage"]
@@ -64,21 +67,45 @@ def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
     assert {r.data.tags["cache_key"] for r in stages} == {s.key for s in plan.specs}
     assert all(r.data.tags["mlflow.parentRunId"] == sweeps[0].info.run_id for r in stages)
     evals = [r for r in stages if r.data.tags["stage"] == "evaluate"]
+    assert {r.data.tags["data_type"] for r in evals} == rows
     for run in evals:
-        row = results[(results.n == int(run.data.tags["n"])) & (results.seed == int(run.data.tags["seed"]))]
-        assert run.data.tags["data_type"] == "sft_teacher"
+        tags = run.data.tags
+        row = results[(results.data_type == tags["data_type"]) & (results.n == int(tags["n"]))
+                      & (results.seed == int(tags["seed"]))]
         assert run.data.metrics["test_error"] == pytest.approx(row.test_error.item())
         assert "wall_seconds" in run.data.metrics and "generated_tokens" in run.data.metrics
         assert run.data.params["task.name"] == "arith"
         assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["predictions.jsonl"]
     sft = [r for r in stages if r.data.tags["stage"] == "sft"]
-    assert all(r.data.params["sft.epochs"] == "1.0" for r in sft)
+    assert all(r.data.params["sft.epochs"] == "3.0" for r in sft)
+    dpo = [r for r in stages if r.data.tags["stage"] == "dpo"]
+    assert {r.data.tags["data_type"] for r in dpo} == {"dpo_negative", "dpo_per_step"}
+    assert all(r.data.params["dpo.beta"] == "0.1" and r.data.metrics["pairs"] > 0 for r in dpo)
+    rollouts = [r for r in stages if r.data.tags["stage"] == "rollouts"]
+    assert all(r.data.params["rollouts"] == "2" and r.data.metrics["generated_tokens"] > 0
+               for r in rollouts)
 
     second = run_sweep(out, mlflow_server, "e2e", *overrides)
     assert f"(0 run, {len(plan.specs)} cached)" in second
     _, runs_after = runs_of(mlflow_server, "e2e")
     assert len(runs_after) == len(runs)
     assert pd.read_csv(out / "results.csv").equals(results)
+
+
+def check_artifacts(out, plan):
+    """Every stage left its files: trained models, samples, pairs, rollouts, predictions."""
+    expected = {"sft": "model/config.json", "dpo": "model/config.json", "sample": "samples.jsonl",
+                "rft_data": "data.jsonl", "pairs": "pairs.jsonl", "rollouts": "rollouts.jsonl",
+                "step_pairs": "pairs.jsonl", "evaluate": "predictions.jsonl",
+                "teacher_generate": "data.jsonl", "base_model": "model/config.json"}
+    for spec in plan.specs:
+        folder = out / "artifacts" / spec.stage / spec.key[:16]
+        assert (folder / "DONE").exists(), spec.id
+        assert (folder / expected[spec.stage]).stat().st_size > 0, spec.id
+    rollouts = [pd.read_json(out / "artifacts" / "rollouts" / s.key[:16] / "rollouts.jsonl", lines=True)
+                for s in plan.specs if s.stage == "rollouts"]
+    for frame in rollouts:
+        assert (frame["values"].map(len) == frame["steps"].map(len) + 1).all()
 
 
 def test_interrupted_sweep_resumes_without_redoing_or_duplicating(tmp_path, mlflow_server):
