@@ -129,6 +129,8 @@ def _usable_cost(frame: pd.DataFrame, column: str) -> str | None:
 
 
 def _compute_axes(frame, per_problem, cost_cols, options) -> tuple[dict, list[str]]:
+    """Fits against each usable cost column. Its warnings are summarised to the groups that
+    could not be fitted: identification caveats repeat those of the n axis."""
     compute, warnings = {}, []
     for column in cost_cols:
         why = _usable_cost(frame, column)
@@ -136,9 +138,12 @@ def _compute_axes(frame, per_problem, cost_cols, options) -> tuple[dict, list[st
             warnings.append(f"compute axis {column!r} skipped: {why}")
             continue
         axis_frame = frame.assign(size=pd.to_numeric(frame[column]).astype(float))
-        fits, boot, table, w = _fit_axis(axis_frame, per_problem, axis=column, **options)
+        fits, boot, table, _ = _fit_axis(axis_frame, per_problem, axis=column, **options)
         compute[column] = (axis_frame, fits, boot, table)
-        warnings += [f"[{column}] {line}" for line in w]
+        failed = sorted(g for g, fit in fits.items() if not fit.ok)
+        if failed:
+            warnings.append(f"against {column}: not fitted for {', '.join(failed)} "
+                            "(fewer than 2 distinct values)")
     return compute, warnings
 
 
