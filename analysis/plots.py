@@ -34,10 +34,23 @@ def axis_label(column: str) -> str:
 
 
 def _plain_log_y(ax) -> None:
-    """Error axes span less than a decade: label 0.1, 0.2, 0.3, 0.5 rather than 10^-1 only."""
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    """Error axes span less than a decade: label 0.1, 0.2, 0.3, 0.5 rather than 10^-1 only.
+    A (nearly) flat curve gets at least a factor 1.5 of height, not a magnified 0.1%."""
+    low, high = ax.get_ylim()
+    if high < 1.5 * low:
+        middle = np.sqrt(low * high)
+        low, high = middle / 1.25, middle * 1.25
+        ax.set_ylim(low, high)
+    _plain_log_ticks(ax.yaxis, high / low)
+    if np.divide(*ax.get_xlim()[::-1]) < 10:
+        _plain_log_ticks(ax.xaxis, np.divide(*ax.get_xlim()[::-1]))
+
+
+def _plain_log_ticks(axis, span: float) -> None:
+    subs = (1.0, 2.0, 3.0, 5.0) if span > 3 else tuple(np.arange(1.0, 10.0))
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def group_colours(groups) -> dict[str, tuple]:
@@ -63,12 +76,10 @@ def _plot_fit(ax, fit: PowerLawFit, boot: Bootstrap | None, colour, label) -> No
         ax.fill_between(grid, lo, hi, color=colour, alpha=0.18, lw=0)
 
 
-def _fit_label(fit: PowerLawFit) -> str:
-    if not fit.ok:
-        return f"{fit.group} (not fitted)"
+def _fit_label(fit: PowerLawFit, x: str) -> str:
     if fit.form == "pure":
-        return f"{fit.group}: {fit.A:.3g} n^-{fit.alpha:.2f}"
-    return f"{fit.group}: {fit.E:.3f} + {fit.A:.3g} n^-{fit.alpha:.2f}"
+        return f"{fit.group}: {fit.A:.3g} {x}^-{fit.alpha:.2f}"
+    return f"{fit.group}: {fit.E:.3f} + {fit.A:.3g} {x}^-{fit.alpha:.2f}"
 
 
 def plot_curves(frame: pd.DataFrame, fits: dict[str, PowerLawFit], boot: Bootstrap | None = None,
@@ -82,7 +93,8 @@ def plot_curves(frame: pd.DataFrame, fits: dict[str, PowerLawFit], boot: Bootstr
         _plot_points(ax, part, colours[group])
         fit = fits.get(group)
         if fit is not None and fit.ok:
-            _plot_fit(ax, fit, boot, colours[group], _fit_label(fit))
+            x = "n" if size_label == "n" else "x"
+            _plot_fit(ax, fit, boot, colours[group], _fit_label(fit, x))
         else:
             ax.plot([], [], color=colours[group], label=f"{group} (not fitted)")
     ax.set_xscale("log")
@@ -91,7 +103,8 @@ def plot_curves(frame: pd.DataFrame, fits: dict[str, PowerLawFit], boot: Bootstr
     ax.set_xlabel(axis_label(size_label))
     ax.set_ylabel(axis_label(error_label))
     level = f"{boot.level:.0%} bootstrap CI" if boot is not None else "no CI"
-    ax.set_title(title or f"{axis_label(error_label)} vs {size_label} (bands: {level})",
+    symbol = "" if size_label == "n" else f"; x = {size_label}"
+    ax.set_title(title or f"{axis_label(error_label)} vs {size_label} (bands: {level}{symbol})",
                  fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="best")
