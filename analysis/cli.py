@@ -103,10 +103,20 @@ def cmd_fit_2d(args) -> int:
     return EXIT_OK
 
 
+def check_options(args) -> None:
+    if not 0 < args.level < 1:
+        raise InputError(f"--level: expected a number between 0 and 1, got {args.level:g}")
+    if args.n_boot < 0:
+        raise InputError(f"--n-boot: expected 0 or more resamples, got {args.n_boot}")
+    if args.huber_delta <= 0:
+        raise InputError(f"--huber-delta: expected a value > 0, got {args.huber_delta:g}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"fit": cmd_fit, "fit-2d": cmd_fit_2d}[args.command]
     try:
+        check_options(args)
         return command(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

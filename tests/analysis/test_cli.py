@@ -56,6 +56,7 @@ def test_python_dash_m_entry_point_and_bad_input_exit_2(tmp_path):
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--size-col", "examples"], "missing column 'examples'"),
+    (["--level", "95"], "--level: expected a number between 0 and 1, got 95"),
     (["--baseline", "sft_human"], "baseline 'sft_human' is not a group in column 'data_type'"),
 ])
 def test_bad_options_exit_2_with_one_line(sweep_dir, capsys, args, fragment):
