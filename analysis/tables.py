@@ -168,6 +168,12 @@ def results_from_mlflow_runs(runs: pd.DataFrame) -> pd.DataFrame:
     if "tags.stage" in runs.columns:
         runs = runs[runs["tags.stage"] == "evaluate"]
     metrics = {c: c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")}
+    # The sweep logs a cell's whole-chain cost as chain_* on its evaluate run
+    # (the unprefixed names are the evaluation's own cost): prefer the chain.
+    for name in COST_COLUMNS:
+        if f"metrics.chain_{name}" in runs.columns:
+            metrics.pop(f"metrics.{name}", None)
+            metrics[f"metrics.chain_{name}"] = name
     out = runs[list(metrics)].rename(columns=metrics)
     out.insert(0, "seed", pd.to_numeric(runs["tags.seed"], errors="coerce"))
     out.insert(0, "n", pd.to_numeric(runs["tags.n"], errors="coerce"))

@@ -56,6 +56,8 @@ class TaskConfig:
     ops: tuple[Literal["+", "-", "*"], ...] = knob(("+", "-"), "arith: operations used",
                                                     nonempty=True)
     calculator_annotations: bool = knob(False, "arith: GSM8K's <<a+b=c>> annotations in solutions")
+    restate_sentences: bool = knob(True, "arith: each solution step repeats the sentence it comes "
+                                         "from, as GSM8K's do ('She finds 5 more: 7 + 5 = 12')")
     strip_calculator_annotations: bool = knob(False, "gsm8k: remove <<...>> from reference solutions")
     levels: tuple[int, ...] = knob((), "math: keep only these difficulty levels (empty: all)")
     subjects: tuple[str, ...] = knob((), "math: keep only these subjects (empty: all)")
@@ -198,6 +200,14 @@ class GridConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    enabled: bool = knob(True, "fit scaling laws at the end of the sweep (analysis/), log to MLflow")
+    baseline: str = knob("sft_teacher", "the data type efficiency multipliers are measured against")
+    n_boot: int = knob(1000, "bootstrap resamples for confidence intervals", min=0)
+    level: float = knob(0.95, "confidence level of the intervals", min=0.5, max=0.999)
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     uri: str = knob("", "MLflow tracking URI (default sqlite:///<output_dir>/mlflow.db)")
     experiment: str = knob("", "MLflow experiment name (default experiment.name)")
@@ -249,6 +259,7 @@ class Config:
     pairs: PairsConfig = knob(PairsConfig(), "dpo_negative: outcome-level preference pairs")
     per_step: PerStepConfig = knob(PerStepConfig(), "dpo_per_step: rollouts, first pit, pairs")
     grid: GridConfig = knob(GridConfig(), "the sweep: data types x sizes x seeds")
+    analysis: AnalysisConfig = knob(AnalysisConfig(), "scaling-law fits after the sweep")
     tracking: TrackingConfig = knob(TrackingConfig(), "MLflow")
     cluster: ClusterConfig = knob(ClusterConfig(), "Ray cluster and resources")
 
@@ -307,6 +318,10 @@ def check_consistency(config: Config, where: Where) -> None:
     _check_unique_sorted(config.grid.sizes, "grid.sizes", where)
     if len(set(config.grid.seeds)) != len(config.grid.seeds):
         raise where.error("grid.seeds", f"expected distinct seeds, got {list(config.grid.seeds)}")
+    if config.analysis.enabled and config.analysis.baseline not in config.grid.data_types \
+            and len(config.grid.data_types) > 1:
+        raise where.error("analysis.baseline", f"{config.analysis.baseline!r} is not one of "
+                                               f"grid.data_types {list(config.grid.data_types)}")
     if len(set(config.grid.data_types)) != len(config.grid.data_types):
         raise where.error("grid.data_types", "expected each data type once")
     task = config.task

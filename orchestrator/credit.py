@@ -115,18 +115,27 @@ def dedup_key(solution: str, mode: str = "steps") -> str:
     return "\n".join(normalise_step(s) for s in split_steps(solution))
 
 
-def rft_positives(samples: list[dict], max_per_problem: int, mode: str = "steps") -> list[dict]:
-    """Correct samples, de-duplicated per problem and capped; order preserved."""
+def rft_positives(samples: list[dict], max_per_problem: int, mode: str = "steps",
+                  known: dict[str, list[str]] | None = None) -> list[dict]:
+    """Correct samples, de-duplicated per problem and capped; order preserved.
+
+    `known` holds solutions already in the training set per problem (the
+    teacher's, when RFT trains on D_syn union D+): a sample that duplicates
+    one of them adds nothing and is dropped too.
+    """
     kept: list[dict] = []
-    seen: dict[str, set[str]] = {}
+    seen: dict[str, set[str]] = {pid: {dedup_key(s, mode) for s in solutions}
+                                 for pid, solutions in (known or {}).items()}
+    counts: dict[str, int] = {}
     for sample in samples:
         if not sample["correct"]:
             continue
         keys = seen.setdefault(sample["problem_id"], set())
         key = dedup_key(sample["completion"], mode)
-        if key in keys or len(keys) >= max_per_problem:
+        if key in keys or counts.get(sample["problem_id"], 0) >= max_per_problem:
             continue
         keys.add(key)
+        counts[sample["problem_id"]] = counts.get(sample["problem_id"], 0) + 1
         kept.append(sample)
     return kept
 

@@ -16,6 +16,8 @@ from collections import defaultdict
 from orchestrator.planning import Plan, StageSpec
 from orchestrator.store import Outcome
 
+LOG_STATUS_SECONDS = 60.0
+
 
 def format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
@@ -38,7 +40,7 @@ class Progress:
         self.durations: dict[str, list[float]] = defaultdict(list)
         self.cached = 0
         self.start = time.monotonic()
-        self._last_status = 0.0
+        self._last_status = time.monotonic()
 
     # -- events from the runner
     def submitted(self, spec: StageSpec) -> None:
@@ -70,6 +72,11 @@ class Progress:
         if self.interactive and now - self._last_status > 1.0:
             self._last_status = now
             self.stream.write("\r\033[K" + self.status())
+            self.stream.flush()
+        elif not self.interactive and now - self._last_status > LOG_STATUS_SECONDS:
+            # In a log (CI, nohup, a cluster job) a status line a minute shows it is alive.
+            self._last_status = now
+            self.stream.write(self.status() + "\n")
             self.stream.flush()
 
     # -- rendering

@@ -19,6 +19,7 @@ from orchestrator.config import Config, config_dict
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
 from orchestrator.progress import Progress
 from orchestrator.results import (
+    chain_cost,
     devices_reserved,
     per_problem_table,
     results_table,
@@ -40,6 +41,7 @@ class SweepSummary:
     skipped: dict[str, str] = field(default_factory=dict)
     tracking_errors: list[str] = field(default_factory=list)
     analysis_files: list[Path] = field(default_factory=list)
+    analysis_text: str = ""
 
     @property
     def ok(self) -> bool:
@@ -87,7 +89,7 @@ class SweepEvents(Events):
         if self.tracker is None or self.tracking_errors:
             return
         wall = float(outcome.result.get("wall_seconds", 0.0))
-        extra = {"device_seconds": wall * devices_reserved(spec)}
+        extra = {"device_seconds": wall * devices_reserved(spec), **self._chain_cost(spec)}
         folder = Path(outcome.artifact_dir)
         files = [folder / name for name in STAGE_ARTIFACTS.get(spec.stage, [])
                  if self.config.tracking.log_artifacts and (folder / name).exists()]
@@ -97,6 +99,18 @@ class SweepEvents(Events):
             self.tracking_errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
             self.stream.write(f"warning: MLflow logging stopped ({self.tracking_errors[0]}); "
                               "results.csv is still written, and a re-run logs what is missing\n")
+
+
+    def _chain_cost(self, spec: StageSpec) -> dict[str, float]:
+        """An evaluation's cell cost (as in results.csv), as chain_* metrics, so the
+        analysis can fit error against compute from MLflow alone."""
+        if spec.stage != "evaluate":
+            return {}
+        cell = next((c for c in self.plan.cells if c.eval_key == spec.key), None)
+        if cell is None or any(k not in self.outcomes for k in cell.chain):
+            return {}
+        cost = chain_cost(self.plan, cell, self.outcomes, self.config.pool_size)
+        return {f"chain_{name}": value for name, value in cost.items()}
 
 
 def write_tables(config: Config, plan: Plan, outcomes: dict[str, Outcome]) -> tuple[Path, Path]:
@@ -109,7 +123,7 @@ def write_tables(config: Config, plan: Plan, outcomes: dict[str, Outcome]) -> tu
     return out / "results.csv", out / "per_problem.csv"
 
 
-def _open_tracker(config: Config, plan: Plan, stream):
+def _open_tracker(config: Config, plan: Plan):
     from orchestrator.tracking import Tracker
 
     local = is_local_store(config.tracking_uri)
@@ -129,26 +143,46 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
     (out / "config.resolved.yaml").write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
     stream.write(f"sweep {config.experiment.name}: {len(plan.cells)} grid cells, "
                  f"{len(plan.specs)} stages; artifacts in {config.artifacts_dir}\n")
-    tracker = _open_tracker(config, plan, stream)
+    tracker = _open_tracker(config, plan)
     where = start_ray(config)
-    stream.write(f"ray: {where}, {cluster_cpus()} CPUs\n")
+    stream.write(f"ray: {where}, {cluster_cpus():g} CPUs\n")
     parallelism = int(cluster_cpus() // max(s.resources.num_cpus or 1 for s in plan.specs))
     progress = Progress(plan, parallelism, stream)
     events = SweepEvents(config, plan, progress, tracker, stream)
-    status = "FAILED"
     try:
         report = run_plan(plan, config, events)
-        status = "FINISHED" if not (report.failed or report.skipped) else "FAILED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
+    except BaseException:
         stop_ray()
-        _end_tracking(tracker, events, status)
+        _end_tracking(tracker, events, "KILLED")
+        raise
+    stop_ray()
     results_csv, per_problem_csv = write_tables(config, plan, report.outcomes)
     stream.write(progress.summary() + "\n")
-    return SweepSummary(results_csv, per_problem_csv, config.tracking_uri, report.failed,
-                        report.skipped, events.tracking_errors)
+    summary = SweepSummary(results_csv, per_problem_csv, config.tracking_uri, report.failed,
+                           report.skipped, events.tracking_errors)
+    if config.analysis.enabled:
+        summary.analysis_files, summary.analysis_text = analyse(config, results_csv, tracker, events)
+    _end_tracking(tracker, events, "FINISHED" if not (report.failed or report.skipped) else "FAILED")
+    return summary
+
+
+def analyse(config: Config, results_csv: Path, tracker, events: SweepEvents) -> tuple[list[Path], str]:
+    """Fit the scaling laws on the fresh results and log them to the sweep's run."""
+    from analysis import InputError, run_fit
+
+    try:
+        report = run_fit(results_csv, config.output_dir / "analysis",
+                         baseline=config.analysis.baseline, n_boot=config.analysis.n_boot,
+                         level=config.analysis.level)
+    except InputError as exc:
+        return [], f"analysis skipped: {exc}"
+    if not events.tracking_errors:
+        try:
+            tracker.log_sweep_files(report.files, "analysis")
+            tracker.log_sweep_metrics(report.metrics())
+        except Exception as exc:  # noqa: BLE001 - the fit is on disk either way
+            events.tracking_errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+    return report.files, report.text()
 
 
 def _end_tracking(tracker, events: SweepEvents, status: str) -> None:
@@ -171,11 +205,14 @@ def print_report(summary: SweepSummary, config: Config, stream=None) -> None:
     results = pd.read_csv(summary.results_csv)
     stream.write("\nTest error by data type and size (mean over seeds):\n")
     stream.write(summary_table(results) + "\n\n")
+    if summary.analysis_text:
+        stream.write(summary.analysis_text.rstrip() + "\n\n")
     stream.write(f"results:     {summary.results_csv}\n")
     stream.write(f"per problem: {summary.per_problem_csv}\n")
     stream.write(f"MLflow:      {summary.tracking_uri}  (make ui CONFIG=... to browse)\n")
-    for path in summary.analysis_files:
-        stream.write(f"analysis:    {path}\n")
+    if summary.analysis_files:
+        stream.write(f"analysis:    {summary.analysis_files[0].parent}/ "
+                     f"({', '.join(p.name for p in summary.analysis_files)})\n")
     for key, error in summary.failed.items():
         stream.write(f"FAILED stage {key[:12]}: {error}\n")
     if summary.skipped:

@@ -29,14 +29,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` process on 127.0.0.1; yields its URI."""
+    """A real `mlflow server` process on 127.0.0.1, started by the shipped
+    cluster/mlflow-server.sh; yields its URI."""
     home = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-               "--artifacts-destination", str(home / "artifacts"), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_PORT": str(port), "MLFLOW_STORE": str(home / "store"),
+           "PYTHON": sys.executable, "MLFLOW_WORKERS": "1"}
+    env.pop("MLFLOW_HOST", None)                  # the script's default must be loopback
     log = (home / "server.log").open("w")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=home)
+    proc = subprocess.Popen(["bash", str(ROOT / "cluster" / "mlflow-server.sh")], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, cwd=home)
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:

@@ -111,8 +111,8 @@ def chain_dpo_negative(config: Config, plan: Plan, shared: dict[str, str], n: in
 def chain_dpo_per_step(config: Config, plan: Plan, shared: dict[str, str], n: int, seed: int) -> str:
     """DPO from the SFT model on per-step pairs at the first pit of its negatives."""
     sample_key = samples(config, plan, shared, n, seed)
-    rollout_params = RolloutParams.from_config(config.per_step, config.generation, config.model,
-                                               config.task.name, seed)
+    rollout_params = RolloutParams.from_config(config.per_step, config.sampling, config.generation,
+                                               config.model, config.task.name, seed)
     rollouts = plan.add(make_spec(config, "rollouts", f"n={n},seed={seed}", rollout_params,
                                   {"model": sft_on_teacher(config, plan, shared, n, seed),
                                    "samples": sample_key}, data_type="dpo_per_step", n=n, seed=seed))

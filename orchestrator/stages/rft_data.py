@@ -2,7 +2,8 @@
 
 The correct samples, de-duplicated per problem (by normalised step list, or
 exact text) and capped, plus, when `rft.include_teacher_data` is true, the n
-teacher solutions themselves (D_syn union D+_pi_sft). The `sft` stage then
+teacher solutions themselves (D_syn union D+_pi_sft, a set union: samples
+that repeat the teacher's solution are not added twice). The `sft` stage then
 trains the *base* model on this set (Setlur et al. 2024, RFT).
 """
 
@@ -15,7 +16,7 @@ from orchestrator.config import RFTConfig
 from orchestrator.credit import rft_positives
 from orchestrator.records import read_rows, write_rows
 
-VERSION = "1"
+VERSION = "2"  # 2: self-samples duplicating the teacher solution are dropped
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,16 @@ class RFTDataResult:
 
 def run(params: RFTDataParams, inputs: dict[str, Path], out: Path) -> RFTDataResult:
     samples = read_rows(inputs["samples"] / "samples.jsonl")
-    positives = rft_positives(samples, params.rft.max_per_problem, params.rft.dedup)
-    rows = [{"problem_id": s["problem_id"], "prompt": s["prompt"], "completion": s["completion"],
-             "source": "self"} for s in positives]
     teacher = []
     if params.rft.include_teacher_data:
         teacher = [{"problem_id": r["problem_id"], "prompt": r["prompt"],
                     "completion": r["completion"], "source": "teacher"}
                    for r in read_rows(inputs["data"] / "data.jsonl", limit=params.n)]
+    # D_syn union D+ is a set union: a self-sample with the teacher's steps adds nothing.
+    known = {r["problem_id"]: [r["completion"]] for r in teacher}
+    positives = rft_positives(samples, params.rft.max_per_problem, params.rft.dedup, known)
+    rows = [{"problem_id": s["problem_id"], "prompt": s["prompt"], "completion": s["completion"],
+             "source": "self"} for s in positives]
     if not rows and not teacher:
         raise RuntimeError("rft_data: the SFT model solved none of its training problems and "
                            "rft.include_teacher_data is false, so there is nothing to train on")

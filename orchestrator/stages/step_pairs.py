@@ -49,8 +49,8 @@ def chosen_continuation(row: dict, pit: int, correct_samples: dict[str, str],
     prefix = pit - 1
     wins = [c for c, ok in zip(row["continuations"][prefix], row["successes"][prefix], strict=True)
             if ok]
-    if wins:
-        return min(wins, key=len), "rollout"
+    if wins:   # from the bare problem these are the self-samples themselves
+        return min(wins, key=len), "rollout" if prefix else "sample"
     if prefix == 0 and row["problem_id"] in correct_samples:
         return correct_samples[row["problem_id"]], "sample"
     if prefix == 0 and row["problem_id"] in teacher:

@@ -20,7 +20,8 @@ def make_task(cfg: TaskConfig) -> Task:
 
         spec = ArithSpec(min_steps=cfg.min_steps, max_steps=cfg.max_steps,
                          max_operand=cfg.max_operand, max_value=cfg.max_value, ops=tuple(cfg.ops),
-                         calculator_annotations=cfg.calculator_annotations)
+                         calculator_annotations=cfg.calculator_annotations,
+                         restate_sentences=cfg.restate_sentences)
         return ArithTask(seed=cfg.seed, n_train=cfg.n_train, n_test=cfg.n_test, spec=spec,
                          prompt_template=cfg.prompt_template)
     if cfg.name == "gsm8k":

@@ -8,8 +8,8 @@ equation per line and ends in `#### N`, exactly like GSM8K:
 
     Question: Mia has 7 shells. She finds 5 more. She gives away 3.
               How many shells does Mia have now?
-    Answer:   7 + 5 = 12
-              12 - 3 = 9
+    Answer:   She finds 5 more: 7 + 5 = 12
+              She gives away 3: 12 - 3 = 9
               #### 9
 
 `solve` is the task's exact solver: the `oracle` teacher writes the synthetic
@@ -24,6 +24,7 @@ import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem
 
@@ -68,6 +69,7 @@ class ArithSpec:
     ops: tuple[str, ...] = ("+", "-")
     max_multiplier: int = 3
     calculator_annotations: bool = False
+    restate_sentences: bool = True
 
 
 def _apply(op: str, a: int, b: int) -> int:
@@ -101,32 +103,48 @@ def _equation(op: str, a: int, b: int, result: int, annotate: bool) -> str:
     return f"{a} {sign} {b} = {result}"
 
 
-def generate_problem(rng: random.Random, spec: ArithSpec) -> tuple[str, list[tuple[str, int]], int]:
-    """Draw one story: the question text, its (op, operand) steps and the start value."""
+class Step(NamedTuple):
+    op: str
+    operand: int
+    sentence: str = ""      # the question's sentence this step comes from
+
+
+def generate_problem(rng: random.Random, spec: ArithSpec) -> tuple[str, list[Step], int]:
+    """Draw one story: the question text, its steps and the start value."""
     name = rng.choice(NAMES)
     things = rng.choice(OBJECTS)
     pro, obj_pro = PRONOUNS[name]
     start = rng.randint(1, spec.max_operand)
     sentences = [f"{name} has {start} {things}."]
-    steps: list[tuple[str, int]] = []
+    steps: list[Step] = []
     value = start
     for _ in range(rng.randint(spec.min_steps, spec.max_steps)):
         op, b = _choose_step(rng, value, spec)
         phrase = rng.choice(PHRASES[op])
         sentences.append(phrase.format(pro=pro, obj_pro=obj_pro, b=b, things=things))
-        steps.append((op, b))
+        steps.append(Step(op, b, sentences[-1]))
         value = _apply(op, value, b)
     sentences.append(f"How many {things} does {name} have now?")
     return " ".join(sentences), steps, start
 
 
-def solve(start: int, steps: list[tuple[str, int]], annotate: bool = False) -> tuple[str, int]:
-    """The exact solver: the reference solution text and the final answer."""
+def solve(start: int, steps: list[Step], annotate: bool = False,
+          restate: bool = True) -> tuple[str, int]:
+    """The exact solver: the reference solution text and the final answer.
+
+    With `restate`, each step first repeats the sentence it comes from, as
+    GSM8K's solutions do ("Natalia sold 48/2 = 24 clips in May"):
+    `She finds 5 more: 7 + 5 = 12`. The equation's operand then sits right
+    after a phrase the model has just copied from the question, which a small
+    model learns far sooner than counting sentences to find it.
+    """
     lines = []
     value = start
-    for op, b in steps:
-        result = _apply(op, value, b)
-        lines.append(_equation(op, value, b, result, annotate))
+    for step in steps:
+        result = _apply(step.op, value, step.operand)
+        equation = _equation(step.op, value, step.operand, result, annotate)
+        lines.append(f"{step.sentence.rstrip('.')}: {equation}" if restate and step.sentence
+                     else equation)
         value = result
     lines.append(f"#### {value}")
     return "\n".join(lines), value
@@ -158,7 +176,8 @@ class ArithTask:
         rng = random.Random(f"arith/{self.seed}/{stream}")
         while True:
             question, steps, start = generate_problem(rng, self.spec)
-            solution, answer = solve(start, steps, self.spec.calculator_annotations)
+            solution, answer = solve(start, steps, self.spec.calculator_annotations,
+                                     self.spec.restate_sentences)
             yield question, solution, answer
 
     def _generate(self) -> dict[str, list[Problem]]:
@@ -201,7 +220,7 @@ class ArithTask:
                 steps, value = [], start
                 for _ in range(chains.randint(1, self.spec.max_steps)):
                     op, b = _choose_step(chains, value, self.spec)
-                    steps.append((op, b))
+                    steps.append(Step(op, b))
                     value = _apply(op, value, b)
                 docs.append(solve(start, steps, self.spec.calculator_annotations)[0])
             else:

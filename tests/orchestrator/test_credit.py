@@ -13,7 +13,7 @@ import pytest
 
 import orchestrator.backends
 from orchestrator.backends.base import Completion
-from orchestrator.config import GenerationConfig, ModelConfig, PerStepConfig
+from orchestrator.config import GenerationConfig, ModelConfig, PerStepConfig, SamplingConfig
 from orchestrator.credit import (
     dedup_key,
     first_pit,
@@ -158,12 +158,14 @@ def stand_in(monkeypatch):
     return policy
 
 
-def run_rollouts(tmp_path, samples, k=4, negatives=4):
+def run_rollouts(tmp_path, samples, k=4, negatives=4, v0_from_samples=False):
     (tmp_path / "samples").mkdir()
     write_rows(tmp_path / "samples" / "samples.jsonl", samples)
+    sampling = SamplingConfig(temperature=0.7 if v0_from_samples else 1.0)
     params = rollouts.RolloutParams.from_config(
-        PerStepConfig(rollouts=k, negatives_per_problem=negatives), GenerationConfig(),
-        ModelConfig(), "arith", seed=0)
+        PerStepConfig(rollouts=k, negatives_per_problem=negatives, temperature=0.7), sampling,
+        GenerationConfig(), ModelConfig(), "arith", seed=0)
+    assert params.v0_from_samples == v0_from_samples
     out = tmp_path / "rollouts"
     out.mkdir()
     result = rollouts.run(params, {"model": tmp_path, "samples": tmp_path / "samples"}, out)
@@ -185,6 +187,16 @@ def test_rollouts_estimate_known_values(tmp_path, stand_in):
     # 3 prefixes of BAD + 4 of SPURIOUS, the bare problem shared: 6 distinct prompts
     assert len(stand_in.calls[0]) == len(set(stand_in.calls[0])) == result.unique_prefixes == 6
     assert result.rollouts == 6 * 4 and result.prefixes == 7
+
+
+def test_v0_comes_from_the_samples_when_drawn_at_the_rollout_temperature(tmp_path, stand_in):
+    samples = [sample("p1", text(BAD), False, 0), sample("p1", text(GOOD), True, 1),
+               sample("p1", text(SPURIOUS), False, 2), sample("p1", text(GOOD), True, 3)]
+    result, rows = run_rollouts(tmp_path, samples, v0_from_samples=True)
+    assert [r["values"][0] for r in rows] == [0.5, 0.5]          # 2 of the 4 samples are right
+    assert rows[0]["values"][1:] == [0.75, 0.0, 0.0]              # later prefixes: rollouts
+    assert PROMPT not in stand_in.calls[0]                        # the bare problem is not rolled out
+    assert result.unique_prefixes == 5 and result.prefixes == 5
 
 
 GOOD_TEXT = text(GOOD)
@@ -243,3 +255,12 @@ def test_pairs_are_capped_per_problem(tmp_path, stand_in):
     run_rollouts(tmp_path, [sample("p1", text(BAD), False, 0), sample("p1", text(SPURIOUS), False, 1)])
     result, pairs = run_step_pairs(tmp_path, "first_zero", max_pairs=1)
     assert len(pairs) == 1 and result.pairs == 1
+
+
+def test_rft_union_with_teacher_data_drops_copies_of_the_teacher_solution():
+    samples = [sample("p1", "7+5=12\n12-3=9\n####9", True),                 # the teacher's steps
+               sample("p1", "5 + 7 = 12\n12 - 3 = 9\n#### 9", True)]         # a new path
+    kept = rft_positives(samples, max_per_problem=4, known={"p1": [text(GOOD)]})
+    assert [s["completion"] for s in kept] == [samples[1]["completion"]]
+    # the cap counts self-generated positives only
+    assert len(rft_positives(samples, max_per_problem=1, known={"p1": ["other\n#### 9"]})) == 1

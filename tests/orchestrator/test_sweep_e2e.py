@@ -85,11 +85,32 @@ def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
     assert all(r.data.params["rollouts"] == "2" and r.data.metrics["generated_tokens"] > 0
                for r in rollouts)
 
+    check_mlflow_matches_results(mlflow_server, "e2e", results)
+    # the sweep ended by fitting the curves and logging the fit to its own run
+    assert (out / "analysis" / "fits.csv").exists() and (out / "analysis" / "curves.png").exists()
+    logged = [a.path for a in client.list_artifacts(sweeps[0].info.run_id, "analysis")]
+    assert "analysis/fits.csv" in logged and "analysis/multipliers.csv" in logged
+
     second = run_sweep(out, mlflow_server, "e2e", *overrides)
     assert f"(0 run, {len(plan.specs)} cached)" in second
     _, runs_after = runs_of(mlflow_server, "e2e")
     assert len(runs_after) == len(runs)
     assert pd.read_csv(out / "results.csv").equals(results)
+
+
+def check_mlflow_matches_results(uri, name, results):
+    """The analysis can read the same table (errors and chain costs) back from MLflow."""
+    import mlflow
+
+    from analysis import results_from_mlflow_runs
+
+    mlflow.set_tracking_uri(uri)
+    from_mlflow = results_from_mlflow_runs(mlflow.search_runs(experiment_names=[name]))
+    merged = results.merge(from_mlflow, on=["data_type", "n", "seed"], suffixes=("", "_mlflow"))
+    assert len(merged) == len(results)
+    for column in ("test_error", "train_tokens", "generated_tokens", "device_seconds"):
+        assert merged[column].to_numpy() == pytest.approx(merged[f"{column}_mlflow"].to_numpy(),
+                                                          rel=1e-6), column
 
 
 def check_artifacts(out, plan):

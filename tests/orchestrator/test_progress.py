@@ -1,0 +1,49 @@
+"""The progress display: counts, ETA from measured stage durations, log lines."""
+
+from __future__ import annotations
+
+import io
+
+from orchestrator import progress as progress_module
+from orchestrator.config import config_from_dict
+from orchestrator.planning import expand_grid
+from orchestrator.progress import Progress, format_seconds
+from orchestrator.store import Outcome
+
+
+def outcome(spec, seconds, cached=False):
+    return Outcome(spec.key, spec.stage, "/x", {"wall_seconds": seconds, "test_error": 0.5}, cached,
+                   "node1", seconds)
+
+
+def test_counts_eta_and_lines():
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10, 20]}, "task": {"n_train": 100}}))
+    stream = io.StringIO()
+    progress = Progress(plan, parallelism=2, stream=stream)
+    assert progress.eta_seconds() is None            # nothing measured yet: no guess
+    base, teacher, sft10, eval10, sft20, eval20 = plan.specs
+    progress.finished(base, outcome(base, 0, cached=True))
+    progress.finished(teacher, outcome(teacher, 2.0))
+    progress.submitted(sft10)
+    progress.finished(sft10, outcome(sft10, 10.0))
+    # left: eval10 (unmeasured kind: mean of all = 6), sft20 (10), eval20 (6) over 2 slots
+    assert progress.eta_seconds() == (6 + 10 + 6) / 2
+    text = stream.getvalue()
+    assert "[1/6] base_model[tiny] cached" in text
+    assert "[3/6] sft[n=10,seed=0] 10s on node1  test_error=0.500" in text
+    assert "3/6 stages" in progress.summary() and "(2 run, 1 cached)" in progress.summary()
+
+
+def test_log_output_gets_a_periodic_status_line(monkeypatch):
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10]}, "task": {"n_train": 100}}))
+    stream = io.StringIO()
+    progress = Progress(plan, parallelism=1, stream=stream)
+    progress.tick()
+    assert stream.getvalue() == ""
+    monkeypatch.setattr(progress_module, "LOG_STATUS_SECONDS", 0.0)
+    progress.tick()
+    assert "[0/4 done" in stream.getvalue() and "ETA" in stream.getvalue()
+
+
+def test_format_seconds():
+    assert [format_seconds(s) for s in (5, 65, 3725)] == ["5s", "1m05s", "1h02m"]
