@@ -36,7 +36,8 @@ def size_for_error(params: np.ndarray, error) -> np.ndarray:
     e = np.atleast_1d(np.asarray(error, float))
     e = e[None, :] if e.ndim == 1 else e
     gap = e - p[:, :1]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Resamples with tiny alpha overflow to inf, which is the right answer there.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         n = np.where(gap > 0, (gap / p[:, 1:2]) ** (-1 / p[:, 2:3]), np.inf)
     n = np.where(np.isnan(p).any(axis=1, keepdims=True) | np.isnan(e), np.nan, n)
     return n[0] if np.ndim(params) == 1 and np.ndim(error) <= 1 else n
@@ -108,8 +109,9 @@ def multipliers_at_errors(fits: dict[str, PowerLawFit], baseline: str,
         n_g, n_b = size_for_error(fit_params(fit), e), size_for_error(fit_params(base), e)
         lo = hi = np.full(len(e), np.nan)
         if boot is not None:
-            k_boot = (size_for_error(boot.params[baseline], e)
-                      / size_for_error(boot.params[group], e))
+            with np.errstate(divide="ignore", invalid="ignore"):   # inf / inf: no k there
+                k_boot = (size_for_error(boot.params[baseline], e)
+                          / size_for_error(boot.params[group], e))
             lo, hi = percentile_interval(k_boot, boot.level)
         frames.append(pd.DataFrame({
             "group": group, "baseline": baseline, "error": e, "n_group": n_g,

@@ -131,7 +131,11 @@ class DPOConfig:
     gradient_accumulation_steps: int = knob(1, "micro-batches per optimizer step", min=1)
     beta: float = knob(0.1, "DPO temperature beta (strength of the KL anchor to the SFT model)",
                        min=0.0)
-    loss_type: tuple[str, ...] = knob(("sigmoid",), "TRL DPO loss types", nonempty=True)
+    loss_type: tuple[str, ...] = knob(("sigmoid",), "TRL DPO loss types; ['sigmoid', 'sft'] adds "
+                                      "an NLL term on the chosen side (RPO, Pang et al. 2024)",
+                                      nonempty=True)
+    loss_weights: tuple[float, ...] = knob((), "weights of the loss types (empty: all 1.0)",
+                                           min=0.0)
     lr_scheduler: str = knob("cosine", "transformers scheduler name")
     warmup_ratio: float = knob(0.05, "fraction of steps warming up", min=0.0, max=1.0)
     max_length: int = knob(256, "longest tokenized pair side (prompt + completion)", min=16)
@@ -324,6 +328,10 @@ def check_consistency(config: Config, where: Where) -> None:
                                                f"grid.data_types {list(config.grid.data_types)}")
     if len(set(config.grid.data_types)) != len(config.grid.data_types):
         raise where.error("grid.data_types", "expected each data type once")
+    dpo = config.train.dpo
+    if dpo.loss_weights and len(dpo.loss_weights) != len(dpo.loss_type):
+        raise where.error("train.dpo.loss_weights", f"expected one weight per loss type "
+                                                    f"({len(dpo.loss_type)}), got {len(dpo.loss_weights)}")
     task = config.task
     if task.min_steps > task.max_steps:
         raise where.error("task.min_steps", f"expected <= task.max_steps ({task.max_steps}), "

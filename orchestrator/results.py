@@ -4,10 +4,10 @@
 pass@1 (and pass@k), and the cost of the cell's whole stage chain:
 
 - `train_tokens`, `generated_tokens`, `wall_seconds`: summed over every stage
-  the cell depends on, shared upstream stages included in full, except two:
-  the base model (common to every cell; not synthetic-data cost) is left out,
-  and the teacher pool counts in proportion n / pool size (the cell uses a
-  prefix of it).
+  that produced the cell's model, shared upstream stages included in full,
+  except: the base model (common to every cell; not synthetic-data cost) and
+  the evaluation (measuring a model is not making it) are left out, and the
+  teacher pool counts in proportion n / pool size (the cell uses a prefix).
 - `device_seconds`: each stage's wall seconds times the devices it reserved
   (GPUs, or CPUs for a CPU-only stage).
 
@@ -41,7 +41,7 @@ def chain_cost(plan: Plan, cell: Cell, outcomes: dict[str, Outcome], pool_size: 
     cost = {"train_tokens": 0.0, "generated_tokens": 0.0, "wall_seconds": 0.0, "device_seconds": 0.0}
     for key in cell.chain:
         spec = plan.get(key)
-        if spec.stage == "base_model":
+        if spec.stage in ("base_model", "evaluate"):
             continue
         share = cell.n / pool_size if spec.stage == "teacher_generate" else 1.0
         result = outcomes[key].result

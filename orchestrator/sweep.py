@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +147,8 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
     tracker = _open_tracker(config, plan)
     where = start_ray(config)
     stream.write(f"ray: {where}, {cluster_cpus():g} CPUs\n")
-    parallelism = int(cluster_cpus() // max(s.resources.num_cpus or 1 for s in plan.specs))
+    typical = statistics.median(s.resources.num_cpus or 1 for s in plan.specs)
+    parallelism = max(1, int(cluster_cpus() // typical))
     progress = Progress(plan, parallelism, stream)
     events = SweepEvents(config, plan, progress, tracker, stream)
     try:

@@ -119,6 +119,7 @@ def dpo_train(model_path: str, model_cfg: ModelConfig, pairs: list[dict[str, str
                        cfg.gradient_accumulation_steps, cfg.epochs, cfg.learning_rate),
         beta=cfg.beta,
         loss_type=list(cfg.loss_type),
+        loss_weights=list(cfg.loss_weights) or None,
         max_length=cfg.max_length,
     )
     rows = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem
 from orchestrator.tasks.grading import last_boxed
-from orchestrator.tasks.jsonl import read_jsonl, require_str
+from orchestrator.tasks.jsonl import hub_records, read_jsonl, require_str
 
 HF_DATASET = "EleutherAI/hendrycks_math"
 SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
@@ -134,19 +134,5 @@ def _hub_records(split: str):
     """(location, record) pairs of every subject of `EleutherAI/hendrycks_math`."""
     advice = ("pass a local folder with train.jsonl and test.jsonl "
               "(task.path / MathTask(path=...))")
-    try:
-        import datasets
-    except ImportError as e:
-        raise RuntimeError(f"math: no local path and `datasets` is not installed; {advice}") from e
     for subject in SUBJECTS:
-        try:
-            rows = datasets.load_dataset(HF_DATASET, subject, split=split)
-        # Offline, datasets raises ConnectionError, OSError, its own *NotFound
-        # errors and more, version by version; each means "use a local path".
-        except Exception as e:
-            raise RuntimeError(
-                f"math: could not load {HF_DATASET} ({subject}) from the Hugging Face hub "
-                f"({type(e).__name__}: {e}); {advice}. Without network, HF_HUB_OFFLINE=1 makes "
-                "this fail at once instead of after retries") from e
-        for i, row in enumerate(rows):
-            yield f"{HF_DATASET}/{subject}[{split}]:{i + 1}", dict(row)
+        yield from hub_records("math", HF_DATASET, subject, split, advice)

@@ -21,7 +21,7 @@ from itertools import islice
 from pathlib import Path
 
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem
-from orchestrator.tasks.jsonl import read_jsonl, require_str
+from orchestrator.tasks.jsonl import hub_records, read_jsonl, require_str
 
 HF_DATASET = "openai/gsm8k"
 HF_CONFIG = "main"
@@ -90,17 +90,4 @@ def _hub_records(split: str):
     """(location, record) pairs of `openai/gsm8k` from the Hugging Face hub."""
     advice = ("pass a local folder with train.jsonl and test.jsonl in GSM8K's format "
               "(task.path / GSM8KTask(path=...))")
-    try:
-        import datasets
-    except ImportError as e:
-        raise RuntimeError(f"gsm8k: no local path and `datasets` is not installed; {advice}") from e
-    try:
-        rows = datasets.load_dataset(HF_DATASET, HF_CONFIG, split=split)
-    # Offline, datasets raises ConnectionError, OSError, its own *NotFound errors
-    # and more, version by version; every one of them means "use a local path".
-    except Exception as e:
-        raise RuntimeError(
-            f"gsm8k: could not load {HF_DATASET} ({HF_CONFIG}) from the Hugging Face hub "
-            f"({type(e).__name__}: {e}); {advice}. Without network, HF_HUB_OFFLINE=1 makes "
-            "this fail at once instead of after retries") from e
-    return ((f"{HF_DATASET}[{split}]:{i + 1}", dict(row)) for i, row in enumerate(rows))
+    return hub_records("gsm8k", HF_DATASET, HF_CONFIG, split, advice)

@@ -1,4 +1,5 @@
-"""Reading benchmark and prediction JSONL files with errors that point at the line.
+"""Reading benchmark records (local JSONL or the Hugging Face hub) and prediction
+JSONL files, with errors that point at the line.
 
 Every loader in tasks/ (GSM8K, MATH, graded predictions) reads one JSON object
 per line; a bad line must fail with `file:line: what was wrong`, never with a
@@ -49,3 +50,27 @@ def require_str(obj: dict, field: str, where: str, allow_number: bool = False) -
         return str(value)
     expected = "string or number" if allow_number else "string"
     raise ValueError(f'{where}: field "{field}": expected {expected}, got {type(value).__name__}')
+
+
+def hub_records(task: str, dataset: str, config: str | None, split: str,
+                advice: str) -> Iterator[tuple[str, dict]]:
+    """(location, record) pairs of one split of a hub dataset, via `datasets`.
+
+    Offline, `datasets` raises ConnectionError, OSError, its own *NotFound
+    errors and more, version by version; every one of them means "use a local
+    path", which is what the RuntimeError says (with `advice`).
+    """
+    try:
+        import datasets
+    except ImportError as e:
+        raise RuntimeError(f"{task}: no local path and `datasets` is not installed; {advice}") from e
+    name = f"{dataset} ({config})" if config else dataset
+    try:
+        rows = datasets.load_dataset(dataset, config, split=split)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        raise RuntimeError(
+            f"{task}: could not load {name} from the Hugging Face hub ({type(e).__name__}: {e}); "
+            f"{advice}. Without network, HF_HUB_OFFLINE=1 makes this fail at once instead of "
+            "after retries") from e
+    prefix = f"{dataset}/{config}" if config else dataset
+    return ((f"{prefix}[{split}]:{i + 1}", dict(row)) for i, row in enumerate(rows))

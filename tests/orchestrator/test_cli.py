@@ -1,0 +1,107 @@
+"""The command line as a user meets it: exit codes, one-line errors, real processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ..conftest import ROOT, free_port
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_grade_writes_verdicts_and_prints_accuracy(tmp_path):
+    source = tmp_path / "preds.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in [
+        {"completion": "3 + 4 = 7\n#### 7", "answer": "#### 7"},
+        {"completion": "The answer is 8.", "answer": 7},
+    ]) + "\n")
+    proc = cli("grade", source, "--task", "gsm8k", "--out", tmp_path / "graded.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    assert "accuracy 0.5000" in proc.stdout
+    graded = [json.loads(line) for line in (tmp_path / "graded.jsonl").read_text().splitlines()]
+    assert [g["correct"] for g in graded] == [True, False] and graded[1]["extracted"] == "8"
+
+
+def test_grade_rejects_bad_input_with_file_and_line(tmp_path):
+    source = tmp_path / "preds.jsonl"
+    source.write_text('{"completion": "#### 1", "answer": "1"}\n{"answer": "2"}\n')
+    proc = cli("grade", source, "--task", "gsm8k", "--out", tmp_path / "g.jsonl")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == 'error: preds.jsonl:2: missing field "completion"'
+
+
+def test_show_renders_step_values_and_the_pit(tmp_path):
+    folder = tmp_path / "rollouts" / "abc"
+    folder.mkdir(parents=True)
+    row = {"problem_id": "p1", "sample_index": 0, "prompt": "Question: Mia has 7.\nAnswer:\n",
+           "answer": "9", "steps": ["7 + 5 = 12", "12 + 3 = 15", "#### 15"],
+           "values": [0.75, 0.75, 0.0, 0.0], "advantages": [0.0, -0.75, 0.0],
+           "successes": [], "continuations": []}
+    (folder / "rollouts.jsonl").write_text(json.dumps(row) + "\n")
+    (folder / "result.json").write_text(json.dumps({"negatives": 1}))
+    proc = cli("show", folder)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    pit_line = next(line for line in lines if "12 + 3 = 15" in line)
+    assert "-0.75" in pit_line and "<- first_zero" in pit_line and "<- min_advantage" in pit_line
+    assert "1 records" in proc.stdout
+
+
+def test_show_errors_are_one_line(tmp_path):
+    proc = cli("show", tmp_path / "nowhere")
+    assert proc.returncode == 2 and "no such file or folder" in proc.stderr
+    proc = cli("show", ROOT / "experiments" / "smoke.yaml", f"experiment.output_dir={tmp_path}",
+               "--stage", "rollouts")
+    assert proc.returncode == 2 and "has not run yet" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ui_serves_the_sweep_store_on_loopback(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "experiments/smoke.yaml",
+                             f"experiment.output_dir={tmp_path}", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                    assert reply.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.5)
+        else:
+            pytest.fail("the MLflow UI did not come up")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_a_failing_stage_fails_the_sweep_and_skips_what_depends_on_it(tmp_path):
+    # vLLM cannot be installed on a CPU machine: every generating stage fails
+    # with the install hint, training stages still finish, nothing is faked.
+    proc = cli("sweep", "experiments/smoke.yaml", f"experiment.output_dir={tmp_path}",
+               "generation.backend=vllm", "grid.data_types=[sft_teacher,rft_self]",
+               "grid.sizes=[100]")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "FAILED evaluate[sft_teacher,n=100,seed=0]" in proc.stdout
+    assert "install the GPU extra" in proc.stdout
+    assert "skipped evaluate[rft_self,n=100,seed=0] (upstream sample[n=100,seed=0] failed)" in proc.stdout
+    assert (tmp_path / "artifacts" / "sft").exists()                 # the SFT model did finish
+    assert (tmp_path / "results.csv").read_text().count("\n") == 1    # header only: no faked rows
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    sweep = next(r for r in runs if r.data.tags["synthscale_kind"] == "sweep")
+    assert sweep.info.status == "FAILED"

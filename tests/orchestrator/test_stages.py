@@ -1,0 +1,100 @@
+"""Stage functions not covered elsewhere: the model teacher's answer filter,
+pass@k, sft_human's data, and the sharing of stages between rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import orchestrator.backends
+from orchestrator.backends.base import Completion
+from orchestrator.config import TaskConfig, TeacherConfig, config_from_dict
+from orchestrator.planning import expand_grid
+from orchestrator.records import read_rows
+from orchestrator.stages import human_data, teacher
+from orchestrator.stages.evaluate import pass_at_k
+from orchestrator.tasks import make_task
+
+from ..conftest import SHARED_DATA
+
+
+class EveryOtherProblemTeacher:
+    """Solves problems whose index is even, on its last attempt only."""
+
+    def __init__(self, answers):
+        self.answers = answers
+
+    def generate(self, prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=64, stop=(), seed=0):
+        out = []
+        for prompt in prompts:
+            i = self.answers.index(next(a for a in self.answers if a[0] == prompt))
+            right = i % 2 == 0
+            out.append([Completion(f"#### {self.answers[i][1] if right and j == n - 1 else -1}", 3, True)
+                        for j in range(n)])
+        return out
+
+
+def test_model_teacher_keeps_only_verified_solutions_in_problem_order(tmp_path, monkeypatch):
+    task_cfg = TaskConfig(n_train=40, n_test=1)
+    task = make_task(task_cfg)
+    answers = [(f"Question: {p.question}\nAnswer:\n", p.answer) for p in task.split("train")]
+    monkeypatch.setattr(orchestrator.backends, "make_backend",
+                        lambda *a, **k: EveryOtherProblemTeacher(answers))
+    params = teacher.TeacherParams(task_cfg, TeacherConfig(kind="model", model="x", samples_per_problem=3),
+                                   10, generation=config_from_dict({}).generation,
+                                   model=config_from_dict({}).model)
+    result = teacher.run(params, {}, tmp_path)
+    rows = read_rows(tmp_path / "data.jsonl")
+    assert [r["problem_id"] for r in rows] == [p.id for p in task.split("train")[:20:2]]
+    assert all(r["completion"] == f"#### {r['answer']}" for r in rows)
+    assert result.pool_size == 10 and result.problems_tried == 19
+    assert result.generated_tokens == 40 * 3 * 3      # the whole first chunk was generated
+
+    too_many = teacher.TeacherParams(task_cfg, params.teacher, 30, params.generation, params.model)
+    with pytest.raises(RuntimeError, match="solved only 20 of 40"):
+        teacher.run(too_many, {}, tmp_path)
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    assert pass_at_k(10, 0, 1) == 0.0
+    assert pass_at_k(10, 10, 5) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)    # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(5, 4, 2) == 1.0                         # fewer than k wrong ones
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "gsm8k").exists(), reason="../shared/data/gsm8k is absent")
+def test_human_data_is_the_benchmarks_own_solutions(tmp_path):
+    cfg = TaskConfig(name="gsm8k", path=str(SHARED_DATA / "gsm8k"), n_train=7473, n_test=10)
+    human_data.run(human_data.HumanDataParams(cfg, 50), {}, tmp_path)
+    rows = read_rows(tmp_path / "data.jsonl")
+    assert len(rows) == 50
+    assert rows[0]["question"].startswith("Natalia sold clips")
+    assert rows[0]["completion"].endswith("#### 72") and rows[0]["answer"] == "72"
+    assert rows[0]["prompt"] == f"Question: {rows[0]['question']}\nAnswer:\n"
+
+
+def test_rows_share_the_sft_model_and_the_samples():
+    config = config_from_dict({"grid": {"data_types": ["sft_teacher", "rft_self", "dpo_negative",
+                                                       "dpo_per_step"], "sizes": [10, 20], "seeds": [0, 1]},
+                               "task": {"n_train": 100}})
+    plan = expand_grid(config)
+    count = {stage: sum(s.stage == stage for s in plan.specs) for stage in
+             ("sft", "sample", "rollouts", "dpo", "evaluate")}
+    cells = 2 * 2
+    # one teacher-SFT model + one RFT model per cell; one sampling run per cell
+    assert count == {"sft": 2 * cells, "sample": cells, "rollouts": cells, "dpo": 2 * cells,
+                     "evaluate": 4 * cells}
+    for cell in plan.cells:
+        sft = [k for k in cell.chain if plan.get(k).stage == "sft"]
+        assert plan.get(sft[0]).id == f"sft[n={cell.n},seed={cell.seed}]"
+
+
+def test_sft_human_plans_on_a_benchmark_with_solutions():
+    config = config_from_dict({"task": {"name": "gsm8k", "path": str(Path(__file__).parent),
+                                        "n_train": 100},
+                               "teacher": {"kind": "model", "model": "some/teacher"},
+                               "grid": {"data_types": ["sft_teacher", "sft_human"], "sizes": [10]}})
+    stages = [s.stage for s in expand_grid(config).specs]
+    assert stages.count("human_data") == 1 and stages.count("sft") == 2
