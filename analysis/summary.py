@@ -16,6 +16,8 @@ def _num(value: float) -> str:
         return "-"
     if math.isinf(value):
         return "inf"
+    if abs(value) < 1e-12:         # an optimiser's "zero" (E at its bound): not 3.89e-22
+        return "0"
     return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
 
 

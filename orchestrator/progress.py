@@ -4,7 +4,8 @@ One line per finished stage (so logs and CI output stay readable), plus, on a
 terminal, a status line redrawn in place while stages run. The ETA uses the
 mean duration of the stages of each kind that did work in this sweep, divided
 by how many run at once; before any has finished it says so instead of
-guessing.
+guessing, and while some kind is still unmeasured it is shown as a lower
+bound (">").
 """
 
 from __future__ import annotations
@@ -98,22 +99,42 @@ class Progress:
         self.stream.flush()
 
     def eta_seconds(self) -> float | None:
+        """Seconds of work left over the parallel slots; None before any stage ran."""
+        eta, _ = self._eta()
+        return eta
+
+    def _eta(self) -> tuple[float | None, bool]:
+        """(seconds left, whether that is only a lower bound)."""
         remaining = [s for s in self.plan.specs if s.key not in self.done]
         if not remaining:
-            return 0.0
+            return 0.0, False
         all_durations = [d for ds in self.durations.values() for d in ds]
         if not all_durations:
-            return None
+            return None, True
+        now = time.monotonic()
         fallback = sum(all_durations) / len(all_durations)
-        work = 0.0
+        # A kind no stage of has finished yet takes at least as long as its
+        # longest-running member so far (a slow base model must not read "ETA 8s").
+        running_for: dict[str, float] = defaultdict(float)
+        for key, since in self.in_flight.items():
+            stage = self.plan.get(key).stage
+            running_for[stage] = max(running_for[stage], now - since)
+        work, unmeasured = 0.0, False
         for spec in remaining:
             ds = self.durations.get(spec.stage)
-            work += sum(ds) / len(ds) if ds else fallback
-        return work / self.parallelism
+            if ds:
+                work += sum(ds) / len(ds)
+            else:
+                unmeasured = True
+                work += max(fallback, running_for.get(spec.stage, 0.0))
+        return work / self.parallelism, unmeasured
 
     def status(self) -> str:
-        eta = self.eta_seconds()
-        eta_text = f"ETA ~{format_seconds(eta)}" if eta is not None else "ETA after the first stage"
+        eta, lower_bound = self._eta()
+        if eta is None:
+            eta_text = "ETA after the first stage"
+        else:
+            eta_text = f"ETA {'>' if lower_bound else '~'}{format_seconds(eta)}"
         running = sorted(self.in_flight, key=self.in_flight.get)[:3]
         names = ", ".join(self.plan.get(k).id for k in running)
         elapsed = format_seconds(time.monotonic() - self.start)

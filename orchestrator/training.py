@@ -11,9 +11,10 @@ This module must not import ray or mlflow.
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,15 @@ class TrainStats:
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
 
 
+@functools.cache
+def _checkpointing_field() -> str:
+    """transformers renamed `gradient_checkpointing` to `activation_checkpointing`
+    (5.x, the old name warns); use whichever this version has."""
+    from transformers import TrainingArguments
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def _common_args(out: Path, device: str, seed: int, lr_scheduler: str, warmup_ratio: float,
                  batch_size: int, accumulation: int, epochs: float, learning_rate: float) -> dict:
     on_gpu = device == "cuda"
@@ -46,7 +56,8 @@ def _common_args(out: Path, device: str, seed: int, lr_scheduler: str, warmup_ra
         data_seed=seed,
         bf16=on_gpu,
         use_cpu=not on_gpu,
-        gradient_checkpointing=False,        # tiny models: recompute costs more than it saves
+        # tiny models: recompute costs more than it saves
+        **{_checkpointing_field(): False},
         report_to=[],
         save_strategy="no",
         logging_steps=10,

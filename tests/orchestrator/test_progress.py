@@ -28,10 +28,29 @@ def test_counts_eta_and_lines():
     progress.finished(sft10, outcome(sft10, 10.0))
     # left: eval10 (unmeasured kind: mean of all = 6), sft20 (10), eval20 (6) over 2 slots
     assert progress.eta_seconds() == (6 + 10 + 6) / 2
+    assert "ETA >11s" in progress.status()             # eval unmeasured: a lower bound
+    progress.finished(eval10, outcome(eval10, 4.0))
+    assert progress.eta_seconds() == (10 + 4) / 2 and "ETA ~7s" in progress.status()
     text = stream.getvalue()
     assert "[1/6] base_model[tiny] cached" in text
     assert "[3/6] sft[n=10,seed=0] 10s on node1  test_error=0.500" in text
-    assert "3/6 stages" in progress.summary() and "(2 run, 1 cached)" in progress.summary()
+    assert "4/6 stages" in progress.summary() and "(3 run, 1 cached)" in progress.summary()
+
+
+def test_eta_of_an_unmeasured_kind_is_at_least_its_running_time(monkeypatch):
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10]}, "task": {"n_train": 100}}))
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    progress = Progress(plan, parallelism=1, stream=io.StringIO())
+    base, teacher, sft, evaluate = plan.specs
+    progress.submitted(base)
+    progress.submitted(teacher)
+    clock[0] += 2.0
+    progress.finished(teacher, outcome(teacher, 2.0))
+    clock[0] += 118.0                                   # the base model has run for 2 minutes
+    # base: >= 120 s so far; sft, evaluate unmeasured: the 2 s mean
+    assert progress.eta_seconds() == 120 + 2 + 2
+    assert "ETA >2m04s" in progress.status()
 
 
 def test_log_output_gets_a_periodic_status_line(monkeypatch):
