@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
+
+# The table is the output: no library progress bars in between.
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 NAMES = ("grading", "bootstrap", "rollouts", "resume")
 
@@ -15,6 +20,9 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"error: unknown benchmark {unknown[0]!r}; known: {', '.join(NAMES)}", file=sys.stderr)
         return 2
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
     results = []
     for name in names:
         print(f"running {name} ...", flush=True)
