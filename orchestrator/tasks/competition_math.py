@@ -27,7 +27,7 @@ from pathlib import Path
 
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem
 from orchestrator.tasks.grading import last_boxed
-from orchestrator.tasks.jsonl import hub_records, read_jsonl, require_str
+from orchestrator.tasks.jsonl import hub_records, require_str, split_file_records
 
 HF_DATASET = "EleutherAI/hendrycks_math"
 SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
@@ -80,11 +80,7 @@ class MathTask:
     def _records(self, split: str):
         if self.path is None:
             return _hub_records(split)
-        file = self.path / f"{split}.jsonl"
-        if not file.is_file():
-            raise FileNotFoundError(f"math: {file} not found; task.path must be a folder with "
-                                    "train.jsonl and test.jsonl (fields problem, solution, level, type)")
-        return read_jsonl(file)
+        return split_file_records("math", self.path, split, "fields problem, solution, level, type")
 
     @staticmethod
     def _problem(split: str, index: int, where: str, record: dict) -> Problem:

@@ -21,7 +21,7 @@ from itertools import islice
 from pathlib import Path
 
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem
-from orchestrator.tasks.jsonl import hub_records, read_jsonl, require_str
+from orchestrator.tasks.jsonl import hub_records, require_str, split_file_records
 
 HF_DATASET = "openai/gsm8k"
 HF_CONFIG = "main"
@@ -66,11 +66,7 @@ class GSM8KTask:
     def _records(self, split: str):
         if self.path is None:
             return _hub_records(split)
-        file = self.path / f"{split}.jsonl"
-        if not file.is_file():
-            raise FileNotFoundError(f"gsm8k: {file} not found; task.path must be a folder with "
-                                    "train.jsonl and test.jsonl in GSM8K's format")
-        return read_jsonl(file)
+        return split_file_records("gsm8k", self.path, split, "GSM8K's format: question, answer")
 
     def _problem(self, split: str, index: int, where: str, record: dict) -> Problem:
         question = require_str(record, "question", where)

@@ -35,6 +35,17 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[str, dict]]:
             yield where, obj
 
 
+def split_file_records(task: str, folder: Path, split: str,
+                       fields: str) -> Iterator[tuple[str, dict]]:
+    """(location, record) pairs of `folder/<split>.jsonl`; a missing file is one
+    line saying what `task.path` must hold (`fields` describes the records)."""
+    file = folder / f"{split}.jsonl"
+    if not file.is_file():
+        raise FileNotFoundError(f"{task}: {file} not found; task.path must be a folder with "
+                                f"train.jsonl and test.jsonl ({fields})")
+    return read_jsonl(file)
+
+
 def require_str(obj: dict, field: str, where: str, allow_number: bool = False) -> str:
     """`obj[field]` as a string, or a ValueError saying which field is wrong.
 
