@@ -137,7 +137,17 @@ def _compute_axes(frame, per_problem, cost_cols, options) -> tuple[dict, list[st
         if why:
             warnings.append(f"compute axis {column!r} skipped: {why}")
             continue
-        axis_frame = frame.assign(size=pd.to_numeric(frame[column]).astype(float))
+        # Cost varies between seeds at one n too; only a group measured at several
+        # sizes has a compute axis (else the "curve" would be fitted to that noise).
+        sizes = frame.groupby("group")["size"].nunique()
+        one_size = sorted(sizes.index[sizes < 2])
+        if one_size:
+            warnings.append(f"against {column}: not fitted for {', '.join(one_size)} "
+                            "(measured at one size only)")
+        kept = frame[~frame["group"].isin(one_size)]
+        if kept.empty:
+            continue
+        axis_frame = kept.assign(size=pd.to_numeric(kept[column]).astype(float))
         fits, boot, table, _ = _fit_axis(axis_frame, per_problem, axis=column, **options)
         compute[column] = (axis_frame, fits, boot, table)
         failed = sorted(g for g, fit in fits.items() if not fit.ok)

@@ -117,7 +117,8 @@ class SFTConfig:
     batch_size: int = knob(32, "examples per optimizer step per device", min=1)
     gradient_accumulation_steps: int = knob(1, "micro-batches per optimizer step", min=1)
     lr_scheduler: str = knob("cosine", "transformers scheduler name")
-    warmup_ratio: float = knob(0.05, "fraction of steps warming up", min=0.0, max=1.0)
+    warmup_ratio: float = knob(0.05, "fraction of steps warming up (transformers reads >= 1 "
+                                "as a step count)", min=0.0, below=1.0)
     weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
     max_length: int = knob(256, "longest tokenized example (prompt + completion)", min=16)
 
@@ -137,7 +138,8 @@ class DPOConfig:
     loss_weights: tuple[float, ...] = knob((), "weights of the loss types (empty: all 1.0)",
                                            min=0.0)
     lr_scheduler: str = knob("cosine", "transformers scheduler name")
-    warmup_ratio: float = knob(0.05, "fraction of steps warming up", min=0.0, max=1.0)
+    warmup_ratio: float = knob(0.05, "fraction of steps warming up (transformers reads >= 1 "
+                                "as a step count)", min=0.0, below=1.0)
     max_length: int = knob(256, "longest tokenized pair side (prompt + completion)", min=16)
 
 

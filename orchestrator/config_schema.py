@@ -119,6 +119,8 @@ def _expected(hint: Any, meta: dict[str, Any]) -> str:
         bounds.append(f">= {meta['min']}")
     if "max" in meta:
         bounds.append(f"<= {meta['max']}")
+    if "below" in meta:
+        bounds.append(f"< {meta['below']}")
     return name + (" " + " and ".join(bounds) if bounds else "")
 
 
@@ -140,7 +142,8 @@ def _convert_scalar(hint: Any, value: Any, path: str, where: Where, meta: dict[s
         raise where.error(path, f"expected {_expected(hint, meta)}, got {_describe(value)}")
     if hint is float:
         value = float(value)
-    if "min" in meta and value < meta["min"] or "max" in meta and value > meta["max"]:
+    if ("min" in meta and value < meta["min"] or "max" in meta and value > meta["max"]
+            or "below" in meta and value >= meta["below"]):
         raise where.error(path, f"expected {_expected(hint, meta)}, got {_describe(value)}")
     if meta.get("nonempty") and value == "":
         raise where.error(path, "expected a non-empty string")

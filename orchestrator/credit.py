@@ -88,7 +88,8 @@ def per_step_pair(prompt: str, steps: list[str], pit: int, chosen_continuation: 
 # ---------------------------------------------------------------- RFT data
 
 _ANNOTATION = re.compile(r"<<[^>]*>>")
-_EQUATION = re.compile(r"[-+*/x×÷^().\d\s]+=[-+*/().\d\s]+")
+# A "." belongs to an equation only inside a number: "= 8." ends a sentence.
+_EQUATION = re.compile(r"(?:[-+*/x×÷^()\s]|\d+(?:\.\d+)?)+=(?:[-+*/()\s]|\d+(?:\.\d+)?)+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 

@@ -40,6 +40,7 @@ class Progress:
         self.in_flight: dict[str, float] = {}          # key -> submit time
         self.durations: dict[str, list[float]] = defaultdict(list)
         self.cached = 0
+        self.not_run = 0                                # failed or skipped
         self.start = time.monotonic()
         self._last_status = time.monotonic()
 
@@ -61,11 +62,13 @@ class Progress:
     def failed(self, spec: StageSpec, error: str) -> None:
         self.in_flight.pop(spec.key, None)
         self.done.add(spec.key)
+        self.not_run += 1
         self._line(f"FAILED {spec.id}: {error}")
 
     def skipped(self, spec: StageSpec, upstream: StageSpec) -> None:
         self.in_flight.pop(spec.key, None)
         self.done.add(spec.key)
+        self.not_run += 1
         self._line(f"skipped {spec.id} (upstream {upstream.id} failed)")
 
     def tick(self) -> None:
@@ -142,6 +145,7 @@ class Progress:
                 f"queued/running: {names or '-'}")
 
     def summary(self) -> str:
-        executed = len(self.done) - self.cached
+        executed = len(self.done) - self.cached - self.not_run
+        failed = f", {self.not_run} failed or skipped" if self.not_run else ""
         return (f"{len(self.done)}/{self.total} stages in {format_seconds(time.monotonic() - self.start)}"
-                f" ({executed} run, {self.cached} cached)")
+                f" ({executed} run, {self.cached} cached{failed})")

@@ -17,7 +17,9 @@ import os
 from dataclasses import dataclass, field
 
 from orchestrator.config import Config
+from orchestrator.config_schema import ConfigError
 from orchestrator.planning import Plan, StageSpec
+from orchestrator.stages import STAGES
 from orchestrator.store import ArtifactStore, Outcome, run_cached
 
 # Set for every Ray worker: stage threads, and no phone-home from libraries.
@@ -55,8 +57,13 @@ def start_ray(config: Config) -> str:
     address = config.cluster.address or os.environ.get("RAY_ADDRESS", "")
     env = dict(WORKER_ENV)
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False,
-                 ignore_reinit_error=True)
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False,
+                     ignore_reinit_error=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = "cluster.address" if config.cluster.address else "RAY_ADDRESS"
+            raise ConfigError(f"{where}={address}: cannot connect to a Ray cluster "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
         return address
     # A purely local Ray: no auth token under $HOME, dashboard only on loopback.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -64,6 +71,28 @@ def start_ray(config: Config) -> str:
              dashboard_host="127.0.0.1", runtime_env={"env_vars": env}, log_to_driver=False,
              ignore_reinit_error=True, configure_logging=True, logging_level="warning")
     return "local"
+
+
+def unplaceable(plan: Plan) -> list[str]:
+    """One line per stage resource group that no node of the connected Ray cluster can
+    ever hold (Ray would keep such tasks pending forever, silently)."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    biggest = (f"largest node: {max((n.get('CPU', 0) for n in nodes), default=0):g} CPUs, "
+               f"{max((n.get('GPU', 0) for n in nodes), default=0):g} GPUs")
+    problems: dict[str, str] = {}
+    for spec in plan.specs:
+        res = spec.resources
+        need = {"CPU": res.num_cpus, "GPU": res.num_gpus, "memory": (res.memory_gb or 0) * 2**30}
+        if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
+            continue
+        group = STAGES[spec.stage].resource_group
+        problems.setdefault(group, f"cluster.resources.{group}: {spec.id} asks for "
+                                   f"{res.num_cpus:g} CPUs, {res.num_gpus:g} GPUs"
+                                   f"{f', {res.memory_gb:g} GB' if res.memory_gb else ''}, "
+                                   f"which no node has ({biggest})")
+    return list(problems.values())
 
 
 def stop_ray() -> None:

@@ -1,12 +1,16 @@
 """The content-addressed artifact store: how a stage runs at most once.
 
 A stage's output lives at `<root>/<stage>/<key[:16]>/`. It is written into a
-temporary folder beside it, renamed into place in one atomic step, and a
-`DONE` marker is written last: a folder without `DONE` is an interrupted
-attempt and is redone. That single mechanism gives resume after preemption,
-de-duplication across sweeps sharing the store, and safe retries (two workers
-racing on one key both finish; the first rename wins, the loser's copy is
-dropped).
+temporary folder beside it, which gets its `DONE` marker last and is then
+renamed into place in one atomic step: the final folder exists only complete,
+and anything else is an interrupted attempt, redone. That single mechanism
+gives resume after preemption, de-duplication across sweeps sharing the store,
+and safe retries (two workers racing on one key both finish; the first rename
+wins, the loser's copy is dropped).
+
+A temporary folder records its owner (host, pid). A later sweep removes it
+when that process is gone (same host) or, for another host's, when nothing in
+it has changed for a week: a long GPU stage is never deleted under its feet.
 
 Each finished folder holds `spec.json` (what ran: stage, key, params, inputs),
 `result.json` (the stage's typed result) and the stage's own files.
@@ -29,7 +33,8 @@ from typing import Any
 from orchestrator.config_schema import to_dict
 
 DONE = "DONE"
-STALE_TMP_SECONDS = 6 * 3600
+OWNER = ".owner.json"
+STALE_TMP_SECONDS = 7 * 24 * 3600     # another host's attempt, untouched this long, is dead
 
 
 @dataclass(frozen=True)
@@ -63,36 +68,63 @@ class ArtifactStore:
     def new_tmp(self, stage: str, key: str) -> Path:
         tmp = self.root / stage / f".tmp-{key[:16]}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
+        (tmp / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         return tmp
 
     def commit(self, tmp: Path, stage: str, key: str, spec: dict[str, Any],
                result: dict[str, Any]) -> Path:
-        """Publish `tmp` as the finished artifact of `key` (rename, then DONE)."""
+        """Publish `tmp` as the finished artifact of `key` (DONE, then one rename)."""
         (tmp / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
         (tmp / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        (tmp / OWNER).unlink(missing_ok=True)
+        (tmp / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         final = self.path(stage, key)
-        if final.exists() and not (final / DONE).exists():
-            shutil.rmtree(final)          # an interrupted earlier attempt
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / DONE).exists():
-                raise
-            shutil.rmtree(tmp)            # a concurrent run finished first: keep theirs
-            return final
-        (final / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
-        return final
+        for _ in range(2):
+            try:
+                os.rename(tmp, final)
+                return final
+            except OSError:
+                if (final / DONE).exists():
+                    shutil.rmtree(tmp)        # a concurrent run finished first: keep theirs
+                    return final
+                if not final.exists():
+                    raise
+                # Left by a version of this store that renamed before writing DONE.
+                shutil.rmtree(final, ignore_errors=True)
+        raise OSError(f"could not publish {tmp} as {final}")
 
     def clean_stale(self) -> int:
-        """Remove temporary folders of attempts that died long ago; returns how many."""
-        removed = 0
+        """Remove temporary folders of attempts that are dead; returns how many."""
         if not self.root.exists():
             return 0
+        removed = 0
         for tmp in self.root.glob("*/.tmp-*"):
-            if time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+            if _is_dead(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def _is_dead(tmp: Path) -> bool:
+    """Whether the attempt writing `tmp` is gone: its process on this host, or, for
+    another host (whose processes we cannot see), no change for STALE_TMP_SECONDS."""
+    try:
+        owner = json.loads((tmp / OWNER).read_text())
+    except (OSError, ValueError):
+        owner = {}
+    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+        try:
+            os.kill(owner["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:       # alive, someone else's
+            return False
+        return False
+    try:
+        newest = max([tmp.stat().st_mtime] + [p.stat().st_mtime for p in tmp.rglob("*")])
+    except OSError:                   # changing under us (or being removed): not dead
+        return False
+    return time.time() - newest > STALE_TMP_SECONDS
 
 
 def run_cached(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcome:

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from orchestrator.config import Config, config_dict
+from orchestrator.config_schema import ConfigError
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
 from orchestrator.progress import Progress
 from orchestrator.results import (
@@ -27,7 +28,7 @@ from orchestrator.results import (
     summary_table,
     write_atomic_csv,
 )
-from orchestrator.runner import Events, run_plan, start_ray, stop_ray
+from orchestrator.runner import Events, run_plan, start_ray, stop_ray, unplaceable
 from orchestrator.store import Outcome
 
 STAGE_ARTIFACTS = {"evaluate": ["predictions.jsonl"]}
@@ -74,8 +75,15 @@ class SweepEvents(Events):
         self.outcomes[spec.key] = outcome
         self.progress.finished(spec, outcome)
         self._track(spec, outcome)
-        if spec.stage == "evaluate":
-            write_tables(self.config, self.plan, self.outcomes)
+        # Fresh results reach the tables as they come (a long sweep is readable while it
+        # runs); cached ones wait for the one write at the end, or a resume would re-read
+        # every evaluation once per evaluation.
+        if spec.stage == "evaluate" and not outcome.cached:
+            try:
+                write_tables(self.config, self.plan, self.outcomes)
+            except (OSError, ValueError) as exc:
+                self.stream.write(f"warning: could not update the results tables ({exc}); "
+                                  "they are written again at the end\n")
 
     def failed(self, spec: StageSpec, error: str) -> None:
         self.progress.failed(spec, error)
@@ -144,12 +152,22 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
     (out / "config.resolved.yaml").write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
     stream.write(f"sweep {config.experiment.name}: {len(plan.cells)} grid cells, "
                  f"{len(plan.specs)} stages; artifacts in {config.artifacts_dir}\n")
-    tracker = _open_tracker(config, plan)
     where = start_ray(config)
     stream.write(f"ray: {where}, {cluster_cpus():g} CPUs\n")
-    typical = statistics.median(s.resources.num_cpus or 1 for s in plan.specs)
-    parallelism = max(1, int(cluster_cpus() // typical))
-    progress = Progress(plan, parallelism, stream)
+    problems = unplaceable(plan)
+    if problems and where == "local":
+        stop_ray()
+        raise ConfigError(f"{problems[0]}; point RAY_ADDRESS at a cluster that has such a "
+                          "node, or lower the request")
+    for problem in problems:      # a cluster's autoscaler may still add such a node
+        stream.write(f"warning: {problem}; its stages wait until the cluster has one\n")
+    try:
+        tracker = _open_tracker(config, plan)
+    except Exception as exc:
+        stop_ray()
+        raise ConfigError(f"tracking.uri={config.tracking_uri}: cannot open the MLflow store "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    progress = Progress(plan, concurrent_stages(plan), stream)
     events = SweepEvents(config, plan, progress, tracker, stream)
     try:
         report = run_plan(plan, config, events)
@@ -180,7 +198,8 @@ def analyse(config: Config, results_csv: Path, tracker, events: SweepEvents) -> 
         return [], f"analysis skipped: {exc}"
     if not events.tracking_errors:
         try:
-            tracker.log_sweep_files(report.files, "analysis")
+            if config.tracking.log_artifacts:
+                tracker.log_sweep_files(report.files, "analysis")
             tracker.log_sweep_metrics(report.metrics())
         except Exception as exc:  # noqa: BLE001 - the fit is on disk either way
             events.tracking_errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
@@ -198,6 +217,19 @@ def cluster_cpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def concurrent_stages(plan: Plan) -> int:
+    """How many typical stages the cluster runs at once (for the ETA): CPUs and, when
+    stages ask for them, GPUs are the limits."""
+    import ray
+
+    total = ray.cluster_resources()
+    slots = total.get("CPU", 1.0) / statistics.median(s.resources.num_cpus or 1 for s in plan.specs)
+    gpus = statistics.median(s.resources.num_gpus for s in plan.specs)
+    if gpus > 0:
+        slots = min(slots, total.get("GPU", 0.0) / gpus)
+    return max(1, int(slots))
 
 
 def print_report(summary: SweepSummary, config: Config, stream=None) -> None:

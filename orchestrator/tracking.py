@@ -28,6 +28,7 @@ from orchestrator.store import Outcome
 # keep well inside so a long prompt template never fails a sweep.
 PARAM_VALUE_LIMIT = 500
 BATCH = 100  # params/tags per log_batch call
+ABANDONED_SECONDS = 600
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -79,8 +80,17 @@ class Tracker:
                 return runs
 
     def _logged_keys(self) -> dict[str, str]:
-        runs = self._search("tags.synthscale_kind = 'stage'")
-        return {r.data.tags["cache_key"]: r.info.run_id for r in runs}
+        """cache_key -> run of every completely logged stage. A run left unfinished
+        (its logging broke off) is deleted, so that this sweep logs it again whole.
+        Logging a stage takes seconds; one unfinished for ABANDONED_SECONDS is dead."""
+        logged = {}
+        abandoned_before = (time.time() - ABANDONED_SECONDS) * 1000
+        for run in self._search("tags.synthscale_kind = 'stage'"):
+            if run.info.status == "FINISHED":
+                logged[run.data.tags["cache_key"]] = run.info.run_id
+            elif run.info.start_time < abandoned_before:   # not another sweep, logging now
+                self.client.delete_run(run.info.run_id)
+        return logged
 
     # -- the sweep's parent run
     def start_sweep(self, sweep_id: str, name: str, config: dict[str, Any], plan_text: str) -> str:

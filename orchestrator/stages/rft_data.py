@@ -16,7 +16,7 @@ from orchestrator.config import RFTConfig
 from orchestrator.credit import rft_positives
 from orchestrator.records import read_rows, write_rows
 
-VERSION = "2"  # 2: self-samples duplicating the teacher solution are dropped
+VERSION = "3"  # 2: self-samples duplicating the teacher solution are dropped; 3: "= 8." dedups as "= 8"
 
 
 @dataclass(frozen=True)

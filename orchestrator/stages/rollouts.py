@@ -46,7 +46,9 @@ class RolloutParams:
         # The pit rule and pair cap are not here: changing them must not redo rollouts.
         return cls(per_step.rollouts, per_step.temperature, per_step.negatives_per_problem,
                    generation, model, task_name, seed,
-                   v0_from_samples=sampling.temperature == per_step.temperature)
+                   # rollouts sample with top_p 1: the samples match only if they did too
+                   v0_from_samples=(sampling.temperature == per_step.temperature
+                                    and sampling.top_p == 1.0))
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.bootstrap import bootstrap_fit
@@ -94,3 +95,17 @@ def test_an_unfitted_baseline_yields_nan_not_a_crash():
     table = multipliers_at_sizes({"sft_teacher": base, "rft_self": group}, "sft_teacher",
                                  {"rft_self": [100.0]})
     assert np.isnan(table["k"]).all() and not table["extrapolated"].any()
+
+
+def test_compute_axis_needs_several_sizes_not_seed_noise(make_sweep):
+    from analysis.report import analyze
+
+    results, _ = make_sweep(np.random.default_rng(5), seeds=2)
+    extra = results[results.n == results.n.max()].assign(data_type="one_size")
+    extra["train_tokens"] = extra["train_tokens"] * (1 + 0.1 * extra["seed"])   # seed noise
+    report = analyze(standardize(pd.concat([results, extra], ignore_index=True)),
+                     n_boot=0, cost_cols=["train_tokens"])
+    compute = report.compute_fits["train_tokens"]
+    assert "one_size" not in set(compute["group"]) and "sft_teacher" in set(compute["group"])
+    assert any("against train_tokens: not fitted for one_size (measured at one size only)" in w
+               for w in report.warnings)

@@ -105,3 +105,15 @@ def test_a_failing_stage_fails_the_sweep_and_skips_what_depends_on_it(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
     sweep = next(r for r in runs if r.data.tags["synthscale_kind"] == "sweep")
     assert sweep.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_a_request_no_local_node_can_hold_is_a_config_error_not_a_hang(tmp_path):
+    proc = cli("sweep", "experiments/smoke.yaml", f"experiment.output_dir={tmp_path}",
+               "cluster.resources.sft.num_gpus=1", timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: cluster.resources.sft: sft[n=100,seed=0] asks for 1 CPUs, 1 GPUs")
+    assert "which no node has (largest node: " in error and "RAY_ADDRESS" in error
+    assert not (tmp_path / "mlflow.db").exists()                     # nothing was tracked
+

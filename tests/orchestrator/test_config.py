@@ -48,6 +48,8 @@ def write(tmp_path: Path, text: str) -> Path:
     ("grid:\n  seeds: [0, 0]\n", "grid.seeds: expected distinct seeds"),
     ("task: {n_test: true}\n", "task.n_test: expected int >= 1, got True"),
     ("a: [1,\n", "not valid YAML"),
+    ("train:\n  sft:\n    warmup_ratio: 1.0\n",
+     "exp.yaml:3: train.sft.warmup_ratio: expected number >= 0.0 and < 1.0, got 1.0"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:

@@ -107,9 +107,10 @@ def test_per_step_pair_shares_the_prefix_before_the_pit():
 
 def test_step_normalisation_ignores_spacing_annotations_and_words():
     same = ["7 + 5 = 12", "7+5=12", "7 + 5 = <<7+5=12>>12", "Tom has 7 + 5 = 12 apples.",
-            "7 + 5 = 12.0"]
+            "7 + 5 = 12.0", "He buys 5 more: 7 + 5 = 12.", "Tom has 7 apples. 7 + 5 = 12"]
     assert len({normalise_step(s) for s in same}) == 1
     assert normalise_step("7 + 5 = 12") != normalise_step("5 + 7 = 12")
+    assert normalise_step("0.5 * 4 = 2") != normalise_step("5 * 4 = 2")
     assert normalise_step("#### 12") == normalise_step("####  12")
 
 

@@ -35,6 +35,10 @@ def test_counts_eta_and_lines():
     assert "[1/6] base_model[tiny] cached" in text
     assert "[3/6] sft[n=10,seed=0] 10s on node1  test_error=0.500" in text
     assert "4/6 stages" in progress.summary() and "(3 run, 1 cached)" in progress.summary()
+    progress.failed(sft20, "boom")
+    progress.skipped(eval20, sft20)
+    assert "6/6 stages" in progress.summary()
+    assert "(3 run, 1 cached, 2 failed or skipped)" in progress.summary()
 
 
 def test_eta_of_an_unmeasured_kind_is_at_least_its_running_time(monkeypatch):

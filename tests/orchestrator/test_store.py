@@ -1,0 +1,73 @@
+"""The artifact store: atomic publication, racing commits, cleaning dead attempts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from orchestrator import store as store_module
+from orchestrator.store import DONE, OWNER, ArtifactStore
+
+KEY = "ab" * 32
+
+
+def attempt(store, payload: str):
+    tmp = store.new_tmp("sft", KEY)
+    (tmp / "out.txt").write_text(payload)
+    return tmp
+
+
+def test_commit_publishes_a_complete_folder(tmp_path):
+    store = ArtifactStore(tmp_path)
+    tmp = attempt(store, "first")
+    assert not store.is_done("sft", KEY)
+    final = store.commit(tmp, "sft", KEY, {"stage": "sft"}, {"loss": 1.0})
+    assert store.is_done("sft", KEY) and not tmp.exists()
+    assert sorted(p.name for p in final.iterdir()) == [DONE, "out.txt", "result.json", "spec.json"]
+    assert store.load("sft", KEY).result == {"loss": 1.0}
+
+
+def test_racing_commits_keep_the_first_and_drop_the_second(tmp_path):
+    store = ArtifactStore(tmp_path)
+    first, second = attempt(store, "first"), attempt(store, "second")
+    store.commit(first, "sft", KEY, {}, {"who": 1})
+    final = store.commit(second, "sft", KEY, {}, {"who": 2})
+    assert (final / "out.txt").read_text() == "first" and not second.exists()
+    assert store.load("sft", KEY).result == {"who": 1}
+
+
+def test_a_final_folder_without_done_is_replaced(tmp_path):
+    store = ArtifactStore(tmp_path)
+    broken = store.path("sft", KEY)
+    broken.mkdir(parents=True)
+    (broken / "out.txt").write_text("half")
+    final = store.commit(attempt(store, "whole"), "sft", KEY, {}, {})
+    assert (final / "out.txt").read_text() == "whole" and (final / DONE).exists()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_clean_stale_removes_only_dead_attempts(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    mine = attempt(store, "running here")                       # this process: alive
+    dead = attempt(store, "crashed here")
+    (dead / OWNER).write_text(json.dumps({"host": os.uname().nodename, "pid": dead_pid()}))
+    monkeypatch.setattr(store_module.socket, "gethostname", lambda: os.uname().nodename)
+    (mine / OWNER).write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid()}))
+    elsewhere_busy = attempt(store, "long GPU stage on another node")
+    elsewhere_dead = attempt(store, "preempted node")
+    for tmp in (elsewhere_busy, elsewhere_dead):
+        (tmp / OWNER).write_text(json.dumps({"host": "gpu-node-7", "pid": 1234}))
+    week_ago = time.time() - store_module.STALE_TMP_SECONDS - 60
+    for path in [elsewhere_dead, *elsewhere_dead.rglob("*")]:
+        os.utime(path, (week_ago, week_ago))
+    assert store.clean_stale() == 2
+    assert mine.exists() and elsewhere_busy.exists()
+    assert not dead.exists() and not elsewhere_dead.exists()
