@@ -7,6 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch on a fresh CPU machine; on a GPU machine set
 # TORCH_SPEC to the CUDA build you want (or to "" to keep an installed one).
+# Where pip's index offers only the CUDA wheel of torch==2.13.0 (stock PyPI on
+# Linux), add PyTorch's CPU index to skip the multi-GB CUDA libraries:
+#   make install TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu' 
 TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= experiments/demo.yaml
 ARGS ?=
@@ -30,7 +33,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
+	@if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q $(TORCH_SPEC); fi
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
