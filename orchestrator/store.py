@@ -79,19 +79,18 @@ class ArtifactStore:
         (tmp / OWNER).unlink(missing_ok=True)
         (tmp / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         final = self.path(stage, key)
-        for _ in range(2):
-            try:
-                os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if (final / DONE).exists():
+                shutil.rmtree(tmp)            # a concurrent run finished first: keep theirs
                 return final
-            except OSError:
-                if (final / DONE).exists():
-                    shutil.rmtree(tmp)        # a concurrent run finished first: keep theirs
-                    return final
-                if not final.exists():
-                    raise
-                # Left by a version of this store that renamed before writing DONE.
-                shutil.rmtree(final, ignore_errors=True)
-        raise OSError(f"could not publish {tmp} as {final}")
+            if not final.exists():
+                raise
+            # Left by a version of this store that renamed before writing DONE.
+            shutil.rmtree(final)
+            os.rename(tmp, final)
+        return final
 
     def clean_stale(self) -> int:
         """Remove temporary folders of attempts that are dead; returns how many."""
@@ -114,11 +113,11 @@ def _is_dead(tmp: Path) -> bool:
         owner = {}
     if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
         try:
-            os.kill(owner["pid"], 0)
+            os.kill(owner["pid"], 0)  # signal 0: only asks whether the process exists
         except ProcessLookupError:
             return True
         except PermissionError:       # alive, someone else's
-            return False
+            pass
         return False
     try:
         newest = max([tmp.stat().st_mtime] + [p.stat().st_mtime for p in tmp.rglob("*")])

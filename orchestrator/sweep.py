@@ -224,11 +224,10 @@ def concurrent_stages(plan: Plan) -> int:
     stages ask for them, GPUs are the limits."""
     import ray
 
-    total = ray.cluster_resources()
-    slots = total.get("CPU", 1.0) / statistics.median(s.resources.num_cpus or 1 for s in plan.specs)
+    slots = cluster_cpus() / statistics.median(s.resources.num_cpus or 1 for s in plan.specs)
     gpus = statistics.median(s.resources.num_gpus for s in plan.specs)
     if gpus > 0:
-        slots = min(slots, total.get("GPU", 0.0) / gpus)
+        slots = min(slots, ray.cluster_resources().get("GPU", 0.0) / gpus)
     return max(1, int(slots))
 
 
