@@ -13,11 +13,12 @@ What is resampled, per group:
   Such intervals ignore seed-to-seed variation; a warning says so.
 
 Each replicate is refit by minimising the same objective as the point estimate
-(Huber sum of analysis.power_law.law_residuals) with the batched projected
-Levenberg-Marquardt of analysis.optimize, all replicates of a group at once,
-from two starts (the point estimate and a low-E start), keeping the better.
-Intervals are percentile intervals: the (1 - level)/2 and (1 + level)/2 order
-statistics of the replicates (no interpolation, no bias correction). Pure numpy/pandas; no I/O.
+(Huber sum of analysis.power_law.law_residuals, with the fit's own delta) with
+the batched projected Levenberg-Marquardt of analysis.optimize, all replicates
+of a group at once, from two starts (the point estimate and a low-E start),
+keeping the better. Intervals are percentile intervals: the (1 - level)/2 and
+(1 + level)/2 order statistics of the replicates (no interpolation, no bias
+correction). Pure numpy/pandas; no I/O.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.optimize import least_squares_batched
-from analysis.power_law import DEFAULT_DELTA, PowerLawFit, bounds, law_residuals, predict
+from analysis.power_law import PowerLawFit, bounds, law_residuals, predict
 
 PARAMS_1D = ("E", "A", "alpha")
 
@@ -130,10 +131,9 @@ def residual_errors(fit: PowerLawFit, part: pd.DataFrame, n_boot: int,
     return log_fit[None, :] + resid[rng.integers(0, m, size=(n_boot, m))]
 
 
-def refit_batch(fit: PowerLawFit, log_n: np.ndarray, log_err: np.ndarray,
-                delta: float = DEFAULT_DELTA) -> np.ndarray:
-    """Minimise the fit's objective for every replicate row of log_err [n_boot, rows];
-    returns [n_boot, 3] (E, A, alpha)."""
+def refit_batch(fit: PowerLawFit, log_n: np.ndarray, log_err: np.ndarray) -> np.ndarray:
+    """Minimise the fit's objective (its form and delta) for every replicate row of
+    log_err [n_boot, rows]; returns [n_boot, 3] (E, A, alpha)."""
     n_boot = log_err.shape[0]
     err_min = np.exp(log_err.min(axis=1))
     lower, upper = bounds(fit.form, err_min)
@@ -146,7 +146,7 @@ def refit_batch(fit: PowerLawFit, log_n: np.ndarray, log_err: np.ndarray,
         x0 = np.tile(fit.theta, (n_boot, 1))
         if e_share is not None:
             x0[:, 0] = e_share * err_min
-        result = least_squares_batched(fun, x0, lower, upper, delta=delta)
+        result = least_squares_batched(fun, x0, lower, upper, delta=fit.delta)
         if best_x is None:
             best_x, best_f = result.x, result.fun
         else:
@@ -155,27 +155,27 @@ def refit_batch(fit: PowerLawFit, log_n: np.ndarray, log_err: np.ndarray,
     return np.column_stack([best_x[:, 0], np.exp(best_x[:, 1]), best_x[:, 2]])
 
 
-def _group_replicates(fit, part, errors_all, n_boot, rng, delta):
+def _group_replicates(fit, part, errors_all, n_boot, rng):
     """(samples, method) for one group; errors_all is [n_boot, rows of part] or None."""
     has_seeds = part.groupby("cell_size").size().max() > 1
     log_n = np.log(part["size"].to_numpy())
     if errors_all is None and not has_seeds:
         log_err = residual_errors(fit, part, n_boot, rng)
-        return refit_batch(fit, log_n, log_err, delta), "residuals (one seed per size)"
+        return refit_batch(fit, log_n, log_err), "residuals (one seed per size)"
     log_err = np.log(part["error"].to_numpy()) if errors_all is None else np.log(errors_all)
     if has_seeds:
         log_err = seed_resample(part, log_err, n_boot, rng)
     log_err = np.broadcast_to(log_err, (n_boot, len(part)))
     method = {(True, False): "seeds", (True, True): "seeds + test problems",
               (False, True): "test problems"}[(bool(has_seeds), errors_all is not None)]
-    return refit_batch(fit, log_n, log_err, delta), method
+    return refit_batch(fit, log_n, log_err), method
 
 
 def bootstrap_fit(frame: pd.DataFrame, fits: dict[str, PowerLawFit], *,
                   per_problem: pd.DataFrame | None = None, n_boot: int = 1000,
-                  level: float = 0.95, seed: int = 0,
-                  delta: float = DEFAULT_DELTA) -> Bootstrap:
-    """Bootstrap every fitted group of a standardised frame (see module docstring)."""
+                  level: float = 0.95, seed: int = 0) -> Bootstrap:
+    """Bootstrap every fitted group of a standardised frame (see module docstring); each
+    group's replicates minimise that group's fit objective (form, delta)."""
     rng = np.random.default_rng(seed)
     frame = frame.reset_index(drop=True)
     errors, matched, warnings = None, None, []
@@ -193,8 +193,7 @@ def bootstrap_fit(frame: pd.DataFrame, fits: dict[str, PowerLawFit], *,
             continue
         part = frame.iloc[rows].reset_index(drop=True)
         group_errors = None if errors is None or not matched[rows].any() else errors[:, rows]
-        params[group], method[group] = _group_replicates(fit, part, group_errors, n_boot,
-                                                         rng, delta)
+        params[group], method[group] = _group_replicates(fit, part, group_errors, n_boot, rng)
         if method[group].startswith("residuals"):
             warnings.append(f"{group}: one seed per size and no per-problem results: CIs come "
                             "from resampled residuals and ignore seed-to-seed variation")

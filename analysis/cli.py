@@ -2,26 +2,44 @@
 
 Exit codes: 0 success (also when a sweep is too small to fit: warnings are
 printed and whatever could be computed is written), 1 a failed run (an
-unexpected error), 2 bad input (missing file or column, non-numeric values,
-non-positive sizes, unknown baseline); bad input is one line on stderr.
+unexpected error: Python's own status for an uncaught exception), 2 bad input
+(missing file or column, non-numeric values, non-positive sizes, unknown
+baseline); bad input is one line on stderr. Flags and their defaults are the
+fields of analysis.options.FitOptions / Fit2DOptions.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from analysis.tables import COST_COLUMNS, InputError
+from analysis.options import Fit2DOptions, FitOptions
+from analysis.power_law import FORMS
+from analysis.report import run_fit, run_fit_2d
+from analysis.tables import Columns, InputError, PointColumns
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
-def _common(parser: argparse.ArgumentParser, n_boot: int) -> None:
+def _field(owner: type, name: str) -> dataclasses.Field:
+    return {f.name: f for f in dataclasses.fields(owner)}[name]
+
+
+def _option(parser, flag: str, owner: type, name: str, **kwargs) -> None:
+    """A flag whose default and help are those of the field `name` of dataclass `owner`."""
+    spec = _field(owner, name)
+    shown = "none" if spec.default is None else spec.default
+    parser.add_argument(flag, default=spec.default,
+                        help=f"{spec.metadata['help']} (default {shown})", **kwargs)
+
+
+def _common(parser: argparse.ArgumentParser, options: type) -> None:
     parser.add_argument("--out", required=True, help="folder for tables and plots")
-    parser.add_argument("--n-boot", type=int, default=n_boot,
-                        help=f"bootstrap resamples (default {n_boot}; 0 = no CIs)")
-    parser.add_argument("--level", type=float, default=0.95, help="CI level (default 0.95)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
+    _option(parser, "--huber-delta", options, "delta", type=float)
+    _option(parser, "--n-boot", options, "n_boot", type=int)
+    _option(parser, "--level", options, "level", type=float)
+    _option(parser, "--seed", options, "seed", type=int)
     parser.add_argument("--no-plots", action="store_true", help="write tables only")
 
 
@@ -30,24 +48,18 @@ def _fit_parser(sub) -> None:
                          description="Fit err(n) = E + A n^-alpha per group with bootstrap CIs "
                                      "and efficiency multipliers against a baseline group.")
     fit.add_argument("results", help="results CSV (the sweep's runs/<experiment>/results.csv)")
-    fit.add_argument("--baseline", default="sft_teacher", help="baseline group (default "
-                                                               "sft_teacher)")
-    fit.add_argument("--group-col", default="data_type")
-    fit.add_argument("--size-col", default="n")
-    fit.add_argument("--error-col", default="test_error")
-    fit.add_argument("--seed-col", default="seed", help="replicate column (optional in the CSV)")
+    _option(fit, "--baseline", FitOptions, "baseline")
+    for name in ("group", "size", "error", "seed"):
+        _option(fit, f"--{name}-col", Columns, name)
     fit.add_argument("--per-problem", default=None,
                      help="per-problem CSV (default: per_problem.csv beside RESULTS if present)")
     fit.add_argument("--no-per-problem", action="store_true",
                      help="resample seeds only, even if per_problem.csv exists")
-    fit.add_argument("--form", choices=["offset", "pure"], default="offset",
-                     help="offset: E + A n^-alpha (default); pure: A n^-alpha")
-    fit.add_argument("--huber-delta", type=float, default=0.1,
-                     help="Huber delta on log residuals (default 0.1)")
+    _option(fit, "--form", FitOptions, "form", choices=FORMS)
     fit.add_argument("--cost-cols", default=None,
-                     help="comma-separated cost columns to fit error against "
-                          f"(default: those of {', '.join(COST_COLUMNS)} present; '' = none)")
-    _common(fit, 1000)
+                     help=f"{_field(FitOptions, 'cost_cols').metadata['help']}; "
+                          "comma-separated, '' = none")
+    _common(fit, FitOptions)
 
 
 def _fit_2d_parser(sub) -> None:
@@ -56,15 +68,10 @@ def _fit_2d_parser(sub) -> None:
                                       "2024). Defaults read their svg_extracted_data.csv.")
     fit2.add_argument("points", help="CSV with a model-size, a data-size (or FLOP) and a loss "
                                      "column")
-    fit2.add_argument("--n-col", default="Model Size", help="model size column")
-    fit2.add_argument("--d-col", default=None,
-                      help="training tokens column (default: --flop-col / (6 N))")
-    fit2.add_argument("--flop-col", default="Training FLOP", help="used when --d-col is absent")
-    fit2.add_argument("--loss-col", default="loss")
-    fit2.add_argument("--drop-highest-loss", type=int, default=0, metavar="K",
-                      help="drop the K highest-loss points first (Epoch AI's headline fit: 5)")
-    fit2.add_argument("--huber-delta", type=float, default=1e-3)
-    _common(fit2, 1000)
+    for name in ("n", "d", "flop", "loss"):
+        _option(fit2, f"--{name}-col", PointColumns, name)
+    _option(fit2, "--drop-highest-loss", Fit2DOptions, "drop_highest", type=int, metavar="K")
+    _common(fit2, Fit2DOptions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,29 +82,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_fit(args) -> int:
-    from analysis.report import run_fit
+def fit_options(args: argparse.Namespace) -> FitOptions:
+    """The FitOptions the `fit` command's arguments ask for."""
+    cost_cols = None if args.cost_cols is None else tuple(c for c in args.cost_cols.split(",")
+                                                          if c)
+    columns = Columns(group=args.group_col, size=args.size_col, error=args.error_col,
+                      seed=args.seed_col)
+    return FitOptions(baseline=args.baseline, columns=columns, form=args.form,
+                      delta=args.huber_delta, n_boot=args.n_boot, level=args.level,
+                      seed=args.seed, cost_cols=cost_cols)
 
+
+def fit_2d_options(args: argparse.Namespace) -> Fit2DOptions:
+    """The Fit2DOptions the `fit-2d` command's arguments ask for."""
+    columns = PointColumns(n=args.n_col, d=args.d_col, flop=args.flop_col, loss=args.loss_col)
+    return Fit2DOptions(columns=columns, drop_highest=args.drop_highest_loss,
+                        delta=args.huber_delta, n_boot=args.n_boot, level=args.level,
+                        seed=args.seed)
+
+
+def cmd_fit(args) -> int:
     per_problem = False if args.no_per_problem else args.per_problem
-    cost_cols = None if args.cost_cols is None else [c for c in args.cost_cols.split(",") if c]
-    report = run_fit(args.results, args.out, args.baseline, group_col=args.group_col,
-                     size_col=args.size_col, error_col=args.error_col, seed_col=args.seed_col,
-                     per_problem=per_problem, plots=not args.no_plots, form=args.form,
-                     n_boot=args.n_boot, level=args.level, seed=args.seed,
-                     delta=args.huber_delta, cost_cols=cost_cols)
-    print(report.text())
-    print("\nwrote: " + ", ".join(str(p) for p in report.files))
-    return EXIT_OK
+    report = run_fit(args.results, args.out, fit_options(args), per_problem=per_problem,
+                     plots=not args.no_plots)
+    return _print(report)
 
 
 def cmd_fit_2d(args) -> int:
-    from analysis.report import run_fit_2d
+    return _print(run_fit_2d(args.points, args.out, fit_2d_options(args),
+                             plots=not args.no_plots))
 
-    report = run_fit_2d(args.points, args.out, n_col=args.n_col, d_col=args.d_col,
-                        flop_col=args.flop_col, loss_col=args.loss_col,
-                        drop_highest=args.drop_highest_loss, n_boot=args.n_boot,
-                        level=args.level, seed=args.seed, delta=args.huber_delta,
-                        plots=not args.no_plots)
+
+def _print(report) -> int:
     print(report.text())
     print("\nwrote: " + ", ".join(str(p) for p in report.files))
     return EXIT_OK

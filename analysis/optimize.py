@@ -12,7 +12,7 @@ Two methods, each checked against scipy in tests/analysis/test_optimize.py:
   bounds (projected Levenberg-Marquardt on IRLS weights); the 1-D bootstrap,
   whose bounds (E >= 0, E <= smallest error) are often active.
 
-Also home to the Huber loss both fitters use. Pure numpy; no I/O.
+Pure numpy (the Huber loss is scipy.special.huber); no I/O.
 """
 
 from __future__ import annotations
@@ -21,19 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import huber
 
 # fun(x[k, p], rows[k]) -> (f[k], grad[k, p]); rows say which problems of the batch x belongs to.
 BatchObjective = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-def huber(r: np.ndarray, delta: float) -> np.ndarray:
-    """Huber's loss: quadratic for |r| <= delta, linear beyond (Huber 1964)."""
-    a = np.abs(r)
-    return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
-
-
-def huber_grad(r: np.ndarray, delta: float) -> np.ndarray:
-    return np.clip(r, -delta, delta)
 
 
 @dataclass
@@ -53,6 +44,27 @@ class _State:
     y: np.ndarray      # [m, k, p] gradient-change history
     rho: np.ndarray    # [m, k], 0 where a slot is empty
     slot: np.ndarray   # [k] next ring-buffer slot
+
+
+class _Active:
+    """Which problems of a batch still iterate. A problem whose objective is not finite at
+    its start never does (and counts as converged: there is nothing to improve)."""
+
+    def __init__(self, f: np.ndarray, max_iter: int):
+        self.running = np.isfinite(f)
+        self.converged = ~self.running
+        self.max_iter = max_iter
+        self.n_iter = 0
+
+    def __iter__(self):
+        """Yields the rows still running, once an iteration, until none is or max_iter."""
+        while self.running.any() and self.n_iter < self.max_iter:
+            self.n_iter += 1
+            yield np.flatnonzero(self.running)
+
+    def stop(self, rows: np.ndarray) -> None:
+        self.converged[rows] = True
+        self.running[rows] = False
 
 
 def _two_loop(st: _State, rows: np.ndarray) -> np.ndarray:
@@ -135,33 +147,32 @@ def minimize_batched(fun: BatchObjective, x0: np.ndarray, *, memory: int = 10,
     f, g = fun(x, np.arange(k))
     st = _State(x, f, g, np.zeros((memory, k, p)), np.zeros((memory, k, p)),
                 np.zeros((memory, k)), np.zeros(k, int))
-    active = np.isfinite(f)
-    converged = ~active
-    n_iter = 0
-    while active.any() and n_iter < max_iter:
-        n_iter += 1
-        rows = np.flatnonzero(active)
+    active = _Active(f, max_iter)
+    for rows in active:
         x_new, f_new, g_new, moved = _line_search(fun, st, rows, _direction(st, rows))
         _remember(st, rows[moved], x_new[moved], g_new[moved])
         small = (f[rows] - f_new) <= ftol * np.maximum(np.maximum(abs(f[rows]), abs(f_new)), 1.0)
         st.x[rows], st.f[rows], st.g[rows] = x_new, f_new, g_new
         stop = ~moved | (np.abs(g_new).max(axis=1) <= gtol) | (small & moved)
-        converged[rows[stop]] = True
-        active[rows[stop]] = False
-    return BatchResult(st.x, st.f, converged, n_iter)
+        active.stop(rows[stop])
+    return BatchResult(st.x, st.f, active.converged, active.n_iter)
 
 
 # fun(x[k, p], rows[k]) -> (residuals[k, m], jacobian[k, m, p]) of the problems in rows.
 BatchResiduals = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
+# Stopping tolerances of least_squares_batched: relative decrease of the objective, and a
+# step's size relative to the parameters'.
+LS_FTOL, LS_XTOL = 1e-12, 1e-10
 
-def _huber_sum(r, weights, delta):
-    return np.sum(weights * huber(r, delta), axis=-1)
+
+def _huber_sum(r, delta):
+    return np.sum(huber(delta, r), axis=-1)
 
 
-def _free_system(jac, r, weights, x, lower, upper, delta):
+def _free_system(jac, r, x, lower, upper, delta):
     """Gauss-Newton system with IRLS Huber weights; variables held at a bound are removed."""
-    c = weights * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
+    c = np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
     g = np.einsum("kmp,km->kp", jac, c * r)
     h = np.einsum("kmp,km,kmq->kpq", jac, c, jac)
     held = ((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0))
@@ -171,10 +182,9 @@ def _free_system(jac, r, weights, x, lower, upper, delta):
     return g, h
 
 
-def least_squares_batched(fun: BatchResiduals, x0: np.ndarray, lower=None, upper=None,
-                          weights=None, *, delta: float, max_iter: int = 200,
-                          ftol: float = 1e-12, xtol: float = 1e-10) -> BatchResult:
-    """Minimise sum(weights * huber(r(x), delta)) for k problems at once, within bounds.
+def least_squares_batched(fun: BatchResiduals, x0: np.ndarray, lower: np.ndarray,
+                          upper: np.ndarray, *, delta: float, max_iter: int = 200) -> BatchResult:
+    """Minimise sum(huber(delta, r(x))) for k problems at once, within bounds [k, p] (or [p]).
 
     Levenberg-Marquardt on the iteratively reweighted Gauss-Newton system (IRLS
     weights min(1, delta/|r|): its fixed points are the Huber minimisers), with
@@ -184,28 +194,21 @@ def least_squares_batched(fun: BatchResiduals, x0: np.ndarray, lower=None, upper
     """
     x = np.asarray(x0, float).copy()
     k, p = x.shape
-    lower = np.broadcast_to(-np.inf if lower is None else np.asarray(lower, float), (k, p))
-    upper = np.broadcast_to(np.inf if upper is None else np.asarray(upper, float), (k, p))
+    lower = np.broadcast_to(np.asarray(lower, float), (k, p))
+    upper = np.broadcast_to(np.asarray(upper, float), (k, p))
     x = np.clip(x, lower, upper)
-    all_rows = np.arange(k)
-    w = np.ones((k, 1)) if weights is None else np.asarray(weights, float)
-    r, jac = fun(x, all_rows)
-    f = _huber_sum(r, w, delta)
+    r, jac = fun(x, np.arange(k))
+    f = _huber_sum(r, delta)
     lam = np.full(k, 1e-3)
-    active = np.isfinite(f)
-    converged = ~active
-    n_iter = 0
-    while active.any() and n_iter < max_iter:
-        n_iter += 1
-        rows = np.flatnonzero(active)
-        wr = w[rows] if w.shape[0] == k else w
-        g, h = _free_system(jac[rows], r[rows], wr, x[rows], lower[rows], upper[rows], delta)
+    active = _Active(f, max_iter)
+    for rows in active:
+        g, h = _free_system(jac[rows], r[rows], x[rows], lower[rows], upper[rows], delta)
         diag = np.einsum("kpp->kp", h)
         damped = h + (lam[rows, None] * np.maximum(diag, 1e-12))[:, :, None] * np.eye(p)
         step = -np.linalg.solve(damped, g[:, :, None])[:, :, 0]
         trial = np.clip(x[rows] + step, lower[rows], upper[rows])
         r_t, jac_t = fun(trial, rows)
-        f_t = _huber_sum(r_t, wr, delta)
+        f_t = _huber_sum(r_t, delta)
         better = np.isfinite(f_t) & (f_t <= f[rows])
         gain = f[rows] - f_t
         moved = np.abs(trial - x[rows]).max(axis=1)
@@ -213,9 +216,7 @@ def least_squares_batched(fun: BatchResiduals, x0: np.ndarray, lower=None, upper
         x[took], f[took], r[took], jac[took] = trial[better], f_t[better], r_t[better], jac_t[better]
         lam[took] = np.maximum(lam[took] / 3, 1e-12)
         lam[rows[~better]] *= 4
-        tiny_step = moved <= xtol * (1 + np.abs(trial).max(axis=1))
-        small = better & (gain <= ftol * np.maximum(np.abs(f_t), 1.0))
-        stop = small | (better & tiny_step) | (lam[rows] > 1e12)
-        converged[rows[stop]] = True
-        active[rows[stop]] = False
-    return BatchResult(x, f, converged, n_iter)
+        tiny_step = moved <= LS_XTOL * (1 + np.abs(trial).max(axis=1))
+        small = better & (gain <= LS_FTOL * np.maximum(np.abs(f_t), 1.0))
+        active.stop(rows[small | (better & tiny_step) | (lam[rows] > 1e12)])
+    return BatchResult(x, f, active.converged, active.n_iter)

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.bootstrap import Bootstrap, band
+from analysis.chinchilla import predict_2d
 from analysis.power_law import PowerLawFit
 
 AXIS_LABELS = {
@@ -158,12 +159,11 @@ def plot_multipliers(table: pd.DataFrame, title: str | None = None) -> Figure:
     return fig
 
 
-def plot_2d(n, d, loss, params: dict[str, float], *, n_label: str = "N (parameters)",
-            d_label: str = "D (training tokens)") -> Figure:
-    """Loss vs D coloured by N, with the fitted law at a few model sizes; and fit vs data."""
-    from analysis.chinchilla import predict_2d
-
-    n, d, loss = (np.asarray(v, float) for v in (n, d, loss))
+def plot_2d(points: pd.DataFrame, params: dict[str, float], *,
+            n_label: str = "N (parameters)", d_label: str = "D (training tokens)") -> Figure:
+    """Loss vs D coloured by N, with the fitted law at a few model sizes; and fit vs data.
+    points: columns N, D, loss (analysis.tables.load_points_2d)."""
+    n, d, loss = (points[c].to_numpy(float) for c in ("N", "D", "loss"))
     fig = Figure(figsize=(11, 4.5))
     ax, ax2 = fig.subplots(1, 2)
     norm = LogNorm(n.min(), n.max())

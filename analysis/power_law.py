@@ -10,8 +10,8 @@ Parameters theta = (E, log A, alpha) are bounded to be physical: 0 <= E <= the
 smallest observed error (irreducible error cannot exceed what was achieved),
 alpha in [1e-3, 5]. form="pure" fixes E = 0 (the law A * n^-alpha). The point
 estimate is the best of several starts of scipy's bounded least squares with its
-Huber loss; the bootstrap minimises the same objective (`law_residuals`) batched
-(analysis.bootstrap). Pure numpy/pandas; no I/O.
+Huber loss; the bootstrap minimises the same objective (`law_residuals`, with the
+fit's own delta) batched (analysis.bootstrap). Pure numpy/pandas; no I/O.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
-
-from analysis.optimize import huber
+from scipy.special import huber
 
 FORMS = ("offset", "pure")
 ALPHA_BOUNDS = (1e-3, 5.0)
@@ -31,7 +30,7 @@ LOG_A_BOUNDS = (-50.0, 50.0)
 DEFAULT_DELTA = 0.1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PowerLawFit:
     """One group's fit. Parameters are NaN when the group has too few sizes to fit."""
 
@@ -47,7 +46,8 @@ class PowerLawFit:
     err_min: float
     rmse_log: float = float("nan")
     r2_log: float = float("nan")
-    objective: float = float("nan")
+    objective: float = float("nan")  # sum of huber(delta, log residual) at the optimum
+    delta: float = DEFAULT_DELTA
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -91,7 +91,7 @@ def starts(form: str, log_n: np.ndarray, err: np.ndarray, delta: float = DEFAULT
     a = np.mean(np.log(np.maximum(err[None, :] - e[:, None], 1e-12)), axis=1) + alpha * log_n.mean()
     theta = np.column_stack([e, np.clip(a, *LOG_A_BOUNDS), alpha])
     r, _ = law_residuals(theta, log_n, np.log(err))
-    order = np.argsort(np.sum(huber(r, delta), axis=1))
+    order = np.argsort(np.sum(huber(delta, r), axis=1))
     return theta[order[:count]]
 
 
@@ -119,7 +119,7 @@ def _minimize_one(theta0, log_n, log_err, lower, upper, delta):
                         jac=lambda x: law_residuals(full(x)[None], log_n, log_err)[1][0][:, free],
                         bounds=(lower[free], upper[free]), loss="huber", f_scale=delta,
                         method="trf", xtol=1e-12, ftol=1e-12, gtol=1e-12)
-    return full(res.x).copy(), float(np.sum(huber(res.fun, delta)))
+    return full(res.x).copy(), float(np.sum(huber(delta, res.fun)))
 
 
 def _goodness(theta, log_n, log_err) -> tuple[float, float]:
@@ -145,12 +145,15 @@ def _identification_warnings(fit: PowerLawFit) -> list[str]:
     return out
 
 
-def _empty_fit(group, form, size, err, n_sizes, message) -> PowerLawFit:
+def _empty_fit(group, form, size, err, delta) -> PowerLawFit:
     nan = float("nan")
-    return PowerLawFit(group, form, nan, nan, nan, len(size), n_sizes,
-                       float(np.min(size)) if len(size) else nan,
-                       float(np.max(size)) if len(size) else nan,
-                       float(np.min(err)) if len(err) else nan, warnings=[message])
+    n_sizes = len(np.unique(size))
+    return PowerLawFit(group=group, form=form, E=nan, A=nan, alpha=nan, n_points=len(size),
+                       n_sizes=n_sizes, n_min=float(np.min(size)) if len(size) else nan,
+                       n_max=float(np.max(size)) if len(size) else nan,
+                       err_min=float(np.min(err)) if len(err) else nan, delta=delta,
+                       warnings=[f"{group}: {n_sizes} distinct size(s); a power law needs "
+                                 "at least 2"])
 
 
 def fit_power_law(size, error, *, form: str = "offset", delta: float = DEFAULT_DELTA,
@@ -165,8 +168,7 @@ def fit_power_law(size, error, *, form: str = "offset", delta: float = DEFAULT_D
     size, err = np.asarray(size, float), np.asarray(error, float)
     n_sizes = len(np.unique(size))
     if n_sizes < 2:
-        return _empty_fit(group, form, size, err, n_sizes,
-                          f"{group}: {n_sizes} distinct size(s); a power law needs at least 2")
+        return _empty_fit(group, form, size, err, delta)
     notes = []
     if form == "offset" and n_sizes < 3:
         notes.append(f"{group}: only {n_sizes} sizes; fitted the pure law A*n^-alpha instead "
@@ -178,9 +180,10 @@ def fit_power_law(size, error, *, form: str = "offset", delta: float = DEFAULT_D
                 for x0 in starts(form, log_n, err, delta)), key=lambda t: t[1])
     theta, objective = best
     rmse, r2 = _goodness(theta, log_n, log_err)
-    fit = PowerLawFit(group, form, float(theta[0]), float(np.exp(theta[1])), float(theta[2]),
-                      len(size), n_sizes, float(size.min()), float(size.max()),
-                      float(err.min()), rmse, r2, objective)
+    fit = PowerLawFit(group=group, form=form, E=float(theta[0]), A=float(np.exp(theta[1])),
+                      alpha=float(theta[2]), n_points=len(size), n_sizes=n_sizes,
+                      n_min=float(size.min()), n_max=float(size.max()), err_min=float(err.min()),
+                      rmse_log=rmse, r2_log=r2, objective=objective, delta=delta)
     fit.warnings = notes + _identification_warnings(fit)
     return fit
 

@@ -1,17 +1,17 @@
-"""The whole 1-D analysis: fits, bootstrap, multipliers, compute axis, tables, plots.
+"""The whole 1-D analysis: fits, bootstrap, multipliers, compute axes, tables, plots.
 
-`analyze(frame, ...)` is pure: a standardised results frame in, a FitReport out.
-`run_fit(results_csv, out_dir, ...)` is what the CLI and the sweep call: it reads
-the results (and per_problem.csv beside them), runs `analyze`, and writes
-fits.csv, multipliers.csv, multipliers_at_error.csv, curves.png,
-multipliers.png, one fits_<cost>.csv / curves_<cost>.png per cost column, and
-report.txt; `FitReport.files` lists them for the caller to log (this package
-never imports mlflow, ray or torch).
+`analyze(frame, options)` is pure: a standardised results frame and a FitOptions
+in, a FitReport out. `run_fit(results_csv, out_dir, options)` is what the CLI and
+the sweep call: it reads the results (and per_problem.csv beside them), runs
+`analyze`, and writes fits.csv, multipliers.csv, multipliers_at_error.csv,
+curves.png, multipliers.png, one fits_<cost>.csv / curves_<cost>.png per cost
+column, and report.txt; `FitReport.files` lists them for the caller to log (this
+package never imports mlflow, ray or torch).
 
 A sweep too small to fit (one or two sizes) gets warnings, not an exception.
 
-`run_fit_2d(points_csv, out_dir, ...)` does the same for the 2-D law
-L(N, D) (analysis.chinchilla): fit_2d.json and fit_2d.png.
+`run_fit_2d(points_csv, out_dir, options)` does the same for the 2-D law
+L(N, D) (analysis.chinchilla) with a Fit2DOptions: fit_2d.json and fit_2d.png.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from analysis.bootstrap import Bootstrap, bootstrap_fit
 from analysis.chinchilla import Fit2D, bootstrap_chinchilla, drop_highest_loss, fit_chinchilla
@@ -32,7 +33,9 @@ from analysis.efficiency import (
     multipliers_at_errors,
     multipliers_at_sizes,
 )
-from analysis.power_law import DEFAULT_DELTA, PowerLawFit, fit_groups
+from analysis.options import Fit2DOptions, FitOptions
+from analysis.plots import plot_2d, plot_curves, plot_multipliers
+from analysis.power_law import PowerLawFit, fit_groups
 from analysis.summary import format_report
 from analysis.tables import (
     InputError,
@@ -47,23 +50,37 @@ from analysis.tables import (
 FIT_COLUMNS = ["group", "E", "A", "alpha", "E_lo", "E_hi", "A_lo", "A_hi", "alpha_lo", "alpha_hi",
                "form", "n_points", "n_sizes", "n_min", "n_max", "rmse_log", "r2_log", "objective",
                "axis", "bootstrap", "n_boot", "level"]
+# Frozen, so one shared default is safe (ruff's B008 cannot see that across modules).
+FIT_DEFAULTS, FIT_2D_DEFAULTS = FitOptions(), Fit2DOptions()
 
 
-@dataclass
+@dataclass(kw_only=True)
+class AxisFit:
+    """Every group fitted against one x axis: the sizes n, or one cost column."""
+
+    axis: str                          # the x column as the input names it: n, train_tokens, ...
+    frame: pd.DataFrame = field(repr=False)  # standardised rows; `size` holds this axis
+    fits: dict[str, PowerLawFit] = field(repr=False)
+    bootstrap: Bootstrap | None = field(repr=False)
+    table: pd.DataFrame                # one row per group (FIT_COLUMNS), as written to CSV
+
+
+@dataclass(kw_only=True)
 class FitReport:
-    """What a fit produced. `fits` and `multipliers` are the tables written to CSV."""
+    """What `analyze` found. Its tables are what `write_report` writes to CSV."""
 
-    fits: pd.DataFrame
-    multipliers: pd.DataFrame
+    options: FitOptions
+    against_n: AxisFit                   # fits.csv, curves.png
+    against_compute: dict[str, AxisFit]  # per cost column: fits_<c>.csv, curves_<c>.png
+    multipliers: pd.DataFrame            # multipliers.csv: k at each observed size
+    multipliers_at_error: pd.DataFrame   # multipliers_at_error.csv: k at error levels
     warnings: list[str]
-    files: list[Path] = field(default_factory=list)
-    multipliers_at_error: pd.DataFrame = field(default_factory=pd.DataFrame)
-    compute_fits: dict[str, pd.DataFrame] = field(default_factory=dict)
-    baseline: str = "sft_teacher"
-    fit_objects: dict[str, PowerLawFit] = field(default_factory=dict, repr=False)
-    bootstrap: Bootstrap | None = field(default=None, repr=False)
-    frame: pd.DataFrame | None = field(default=None, repr=False)
-    compute: dict[str, tuple] = field(default_factory=dict, repr=False)
+    files: list[Path] = field(default_factory=list)  # filled by write_report
+
+    @property
+    def fits(self) -> pd.DataFrame:
+        """The fits against n, one row per group: fits.csv."""
+        return self.against_n.table
 
     def text(self) -> str:
         return format_report(self)
@@ -109,16 +126,18 @@ def ci_warnings(table: pd.DataFrame) -> list[str]:
     return out
 
 
-def _fit_axis(frame, per_problem, *, form, n_boot, level, seed, delta, axis):
-    fits = fit_groups(frame, form=form, delta=delta)
+def _fit_axis(frame: pd.DataFrame, per_problem: pd.DataFrame | None, options: FitOptions,
+              axis: str) -> tuple[AxisFit, list[str]]:
+    """Fit and bootstrap every group of frame against its `size` column, named axis."""
+    fits = fit_groups(frame, form=options.form, delta=options.delta)
     boot = None
-    if n_boot > 0 and any(f.ok for f in fits.values()):
-        boot = bootstrap_fit(frame, fits, per_problem=per_problem, n_boot=n_boot, level=level,
-                             seed=seed, delta=delta)
+    if options.n_boot > 0 and any(f.ok for f in fits.values()):
+        boot = bootstrap_fit(frame, fits, per_problem=per_problem, n_boot=options.n_boot,
+                             level=options.level, seed=options.seed)
     table = fits_table(fits, boot, axis)
     warnings = [w for f in fits.values() for w in f.warnings]
     warnings += (boot.warnings if boot else []) + ci_warnings(table)
-    return fits, boot, table, warnings
+    return AxisFit(axis=axis, frame=frame, fits=fits, bootstrap=boot, table=table), warnings
 
 
 def _usable_cost(frame: pd.DataFrame, column: str) -> str | None:
@@ -128,11 +147,13 @@ def _usable_cost(frame: pd.DataFrame, column: str) -> str | None:
     return None if bad == 0 else f"{bad} row(s) missing or <= 0"
 
 
-def _compute_axes(frame, per_problem, cost_cols, options) -> tuple[dict, list[str]]:
+def _compute_axes(frame: pd.DataFrame, per_problem: pd.DataFrame | None, options: FitOptions
+                  ) -> tuple[dict[str, AxisFit], list[str]]:
     """Fits against each usable cost column. Its warnings are summarised to the groups that
     could not be fitted: identification caveats repeat those of the n axis."""
+    columns = cost_columns(frame) if options.cost_cols is None else options.cost_cols
     compute, warnings = {}, []
-    for column in cost_cols:
+    for column in columns:
         why = _usable_cost(frame, column)
         if why:
             warnings.append(f"compute axis {column!r} skipped: {why}")
@@ -148,109 +169,106 @@ def _compute_axes(frame, per_problem, cost_cols, options) -> tuple[dict, list[st
         if kept.empty:
             continue
         axis_frame = kept.assign(size=pd.to_numeric(kept[column]).astype(float))
-        fits, boot, table, _ = _fit_axis(axis_frame, per_problem, axis=column, **options)
-        compute[column] = (axis_frame, fits, boot, table)
-        failed = sorted(g for g, fit in fits.items() if not fit.ok)
+        compute[column], _ = _fit_axis(axis_frame, per_problem, options, column)
+        failed = sorted(g for g, fit in compute[column].fits.items() if not fit.ok)
         if failed:
             warnings.append(f"against {column}: not fitted for {', '.join(failed)} "
                             "(fewer than 2 distinct values)")
     return compute, warnings
 
 
-def _multipliers(fits, boot, baseline, frame):
+def _multipliers(against_n: AxisFit, baseline: str):
+    fits, boot = against_n.fits, against_n.bootstrap
     if not fits[baseline].ok:
         return (pd.DataFrame(columns=MULTIPLIER_COLUMNS), pd.DataFrame(columns=LEVEL_COLUMNS),
                 [f"baseline {baseline} could not be fitted: no efficiency multipliers"])
-    sizes = {g: np.unique(part["size"]) for g, part in frame.groupby("group")}
+    sizes = {g: np.unique(part["size"]) for g, part in against_n.frame.groupby("group")}
     at_sizes = multipliers_at_sizes(fits, baseline, sizes, boot)
     at_errors = multipliers_at_errors(fits, baseline, boot)
     return at_sizes, at_errors, multiplier_warnings(at_sizes, fits)
 
 
-def analyze(frame: pd.DataFrame, baseline: str = "sft_teacher", *,
-            per_problem: pd.DataFrame | None = None, form: str = "offset", n_boot: int = 1000,
-            level: float = 0.95, seed: int = 0, delta: float = DEFAULT_DELTA,
-            cost_cols: list[str] | None = None, source: str = "results") -> FitReport:
+def analyze(frame: pd.DataFrame, options: FitOptions = FIT_DEFAULTS, *,
+            per_problem: pd.DataFrame | None = None, source: str = "results") -> FitReport:
     """Fit every group of a standardised frame (analysis.tables.standardize) against size,
-    bootstrap CIs, multipliers against `baseline`, and fits against each cost column."""
+    bootstrap CIs, multipliers against the baseline, and fits against each cost column.
+
+    per_problem: per-problem results (analysis.tables.load_per_problem) to resample
+    test problems too; source names the input in errors.
+    """
+    baseline = options.baseline
     if baseline not in set(frame["group"]):
         groups = ", ".join(sorted(set(frame["group"])))
         raise InputError(f"{source}: baseline {baseline!r} is not a group in column "
-                         f"{frame.attrs.get('columns', {}).get('group', 'group')!r} "
-                         f"(has: {groups})")
+                         f"{options.columns.group!r} (has: {groups})")
     frame, warnings = drop_zero_errors(frame)
-    options = dict(form=form, n_boot=n_boot, level=level, seed=seed, delta=delta)
-    size_name = frame.attrs.get("columns", {}).get("size", "n")
-    fits, boot, table, w = _fit_axis(frame, per_problem, axis=size_name, **options)
-    at_sizes, at_errors, w_mult = _multipliers(fits, boot, baseline, frame)
-    cost_cols = cost_columns(frame) if cost_cols is None else cost_cols
-    compute, w_cost = _compute_axes(frame, per_problem, cost_cols, options)
-    return FitReport(table, at_sizes, warnings + w + w_mult + w_cost, [], at_errors,
-                     {c: v[3] for c, v in compute.items()}, baseline, fits, boot, frame, compute)
+    against_n, w_n = _fit_axis(frame, per_problem, options, options.columns.size)
+    at_sizes, at_errors, w_mult = _multipliers(against_n, baseline)
+    against_compute, w_cost = _compute_axes(frame, per_problem, options)
+    return FitReport(options=options, against_n=against_n, against_compute=against_compute,
+                     multipliers=at_sizes, multipliers_at_error=at_errors,
+                     warnings=warnings + w_n + w_mult + w_cost)
 
 
-def _save(fig, path: Path, files: list[Path]) -> None:
+def _save(fig: Figure, path: Path, files: list[Path]) -> None:
     fig.savefig(path, dpi=130)
     files.append(path)
 
 
+def _plot_axis(fit: AxisFit, error_label: str) -> Figure:
+    return plot_curves(fit.frame, fit.fits, fit.bootstrap, size_label=fit.axis,
+                       error_label=error_label)
+
+
 def write_report(report: FitReport, out_dir: str | Path, *, plots: bool = True) -> FitReport:
     """Write the report's tables, plots and text into out_dir; fills report.files."""
-    from analysis.plots import plot_curves, plot_multipliers
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     tables = {"fits.csv": report.fits, "multipliers.csv": report.multipliers,
               "multipliers_at_error.csv": report.multipliers_at_error}
-    tables.update({f"fits_{c}.csv": t for c, t in report.compute_fits.items()})
+    tables.update({f"fits_{c}.csv": a.table for c, a in report.against_compute.items()})
     for name, table in tables.items():
         table.to_csv(out / name, index=False)
         files.append(out / name)
-    if plots and report.frame is not None:
-        names = report.frame.attrs.get("columns", {})
-        size_col, error_col = names.get("size", "n"), names.get("error", "test_error")
-        _save(plot_curves(report.frame, report.fit_objects, report.bootstrap,
-                          size_label=size_col, error_label=error_col), out / "curves.png", files)
+    if plots:
+        error_label = report.options.columns.error
+        _save(_plot_axis(report.against_n, error_label), out / "curves.png", files)
         _save(plot_multipliers(report.multipliers), out / "multipliers.png", files)
-        for column, (frame, fits, boot, _) in report.compute.items():
-            _save(plot_curves(frame, fits, boot, size_label=column, error_label=error_col),
-                  out / f"curves_{column}.png", files)
+        for column, axis in report.against_compute.items():
+            _save(_plot_axis(axis, error_label), out / f"curves_{column}.png", files)
     (out / "report.txt").write_text(report.text() + "\n")
     report.files = files + [out / "report.txt"]
     return report
 
 
-def run_fit(results_csv: str | Path, out_dir: str | Path, baseline: str = "sft_teacher", *,
-            group_col: str = "data_type", size_col: str = "n", error_col: str = "test_error",
-            seed_col: str = "seed", per_problem: str | Path | bool | None = None,
-            plots: bool = True, **options) -> FitReport:
+def run_fit(results_csv: str | Path, out_dir: str | Path, options: FitOptions = FIT_DEFAULTS,
+            *, per_problem: str | Path | bool | None = None, plots: bool = True) -> FitReport:
     """Read results_csv, fit, and write everything into out_dir (see module docstring).
 
     per_problem: None = use per_problem.csv beside results_csv when present,
-    False = never, a path = that file. Other options go to `analyze` (form,
-    n_boot, level, seed, delta, cost_cols). Raises InputError on bad input.
+    False = never, a path = that file (its columns named as options.columns say).
+    Raises InputError on bad input.
     """
-    frame = load_results(results_csv, group_col=group_col, size_col=size_col,
-                         error_col=error_col, seed_col=seed_col)
+    frame = load_results(results_csv, options.columns)
     if per_problem is None:
         per_problem = find_per_problem(results_csv)
-    problems = None
-    if per_problem:
-        problems = load_per_problem(per_problem, group_col=group_col, size_col=size_col,
-                                    seed_col=seed_col)
-    report = analyze(frame, baseline, per_problem=problems, source=str(results_csv), **options)
+    problems = load_per_problem(per_problem, options.columns) if per_problem else None
+    report = analyze(frame, options, per_problem=problems, source=str(results_csv))
     return write_report(report, out_dir, plots=plots)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Fit2DReport:
+    """What `run_fit_2d` found and wrote."""
+
     fit: Fit2D
-    files: list[Path]
+    n_dropped: int          # highest-loss points left out before fitting
     warnings: list[str]
-    n_dropped: int = 0
+    files: list[Path] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """fit_2d.json: estimates, their CIs, goodness of fit and the protocol."""
         out: dict = dict(self.fit.params())
         for name, (lo, hi) in self.fit.intervals().items():
             out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
@@ -274,29 +292,24 @@ class Fit2DReport:
         return "\n".join(lines)
 
 
-def run_fit_2d(points_csv: str | Path, out_dir: str | Path, *, n_col: str = "Model Size",
-               d_col: str | None = None, flop_col: str = "Training FLOP",
-               loss_col: str = "loss", drop_highest: int = 0, n_boot: int = 1000,
-               level: float = 0.95, seed: int = 0, delta: float = 1e-3,
-               plots: bool = True) -> Fit2DReport:
+def run_fit_2d(points_csv: str | Path, out_dir: str | Path,
+               options: Fit2DOptions = FIT_2D_DEFAULTS, *, plots: bool = True) -> Fit2DReport:
     """Fit the 2-D law to a points CSV and write fit_2d.json (+ fit_2d.png) into out_dir."""
-    from analysis.plots import plot_2d
-
-    points = load_points_2d(points_csv, n_col=n_col, d_col=d_col, flop_col=flop_col,
-                            loss_col=loss_col)
-    kept = drop_highest_loss(points, "loss", drop_highest)
-    fit = fit_chinchilla(kept["N"], kept["D"], kept["loss"], delta=delta)
-    if n_boot > 0:
-        bootstrap_chinchilla(fit, kept["N"], kept["D"], kept["loss"], n_boot=n_boot, seed=seed,
-                             delta=delta, level=level)
+    columns = options.columns
+    points = load_points_2d(points_csv, columns)
+    kept = drop_highest_loss(points, options.drop_highest)
+    fit = fit_chinchilla(kept, delta=options.delta)
+    if options.n_boot > 0:
+        bootstrap_chinchilla(fit, kept, n_boot=options.n_boot, seed=options.seed,
+                             level=options.level)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = Fit2DReport(fit, [], list(fit.warnings), len(points) - len(kept))
+    report = Fit2DReport(fit=fit, n_dropped=len(points) - len(kept), warnings=list(fit.warnings))
     (out / "fit_2d.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     report.files.append(out / "fit_2d.json")
     if plots:
-        _save(plot_2d(kept["N"], kept["D"], kept["loss"], fit.params(),
-                      d_label=f"D (training tokens = {flop_col} / 6N)" if d_col is None
-                      else f"D ({d_col})",
-                      n_label=f"N ({n_col})"), out / "fit_2d.png", report.files)
+        d_label = (f"D (training tokens = {columns.flop} / 6N)" if columns.d is None
+                   else f"D ({columns.d})")
+        _save(plot_2d(kept, fit.params(), d_label=d_label, n_label=f"N ({columns.n})"),
+              out / "fit_2d.png", report.files)
     return report

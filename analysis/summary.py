@@ -7,8 +7,12 @@ CSV files do not already hold.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:  # analysis.report imports this module
+    from analysis.report import FitReport
 
 
 def _num(value: float) -> str:
@@ -69,12 +73,14 @@ def levels_text(table: pd.DataFrame, baseline: str) -> str:
     return f"{title}\n" + _table(["group", "error", "n group", "n baseline", "k [CI]"], rows)
 
 
-def format_report(report) -> str:
+def format_report(report: FitReport) -> str:
+    baseline = report.options.baseline
     parts = [fits_text(report.fits, "Power-law fits: err(n) = E + A * n^-alpha"),
-             multipliers_text(report.multipliers, report.baseline),
-             levels_text(report.multipliers_at_error, report.baseline)]
-    for column, table in report.compute_fits.items():
-        parts.append(fits_text(table, f"Against compute ({column}): err = E + A * {column}^-alpha"))
+             multipliers_text(report.multipliers, baseline),
+             levels_text(report.multipliers_at_error, baseline)]
+    for column, axis in report.against_compute.items():
+        parts.append(fits_text(axis.table,
+                               f"Against compute ({column}): err = E + A * {column}^-alpha"))
     warn = "\n".join(f"  - {w}" for w in report.warnings) or "  (none)"
     parts.append(f"Warnings:\n{warn}")
     return "\n\n".join(parts)

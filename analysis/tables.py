@@ -3,7 +3,8 @@
 Every fitter works on a *standardised* frame with columns `group`, `size`,
 `error`, `seed` (plus whatever else the input carried, e.g. cost columns), so the
 same code fits a sweep's results.csv (data_type, n, test_error), MLflow runs, or
-anyone's scaling data with other column names.
+anyone's scaling data with other column names. Which input column is which is
+said once, by a `Columns` (or, for the 2-D law, a `PointColumns`) value.
 
 Bad input raises InputError with one line naming the file, the column and the
 CSV line (header = line 1), which the CLI prints before exiting with code 2.
@@ -12,6 +13,7 @@ This module does the I/O of reading; it never writes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,33 @@ import pandas as pd
 # wall_seconds is left out by default: device_seconds already is wall time x devices reserved.
 COST_COLUMNS = ("train_tokens", "generated_tokens", "device_seconds")
 PER_PROBLEM_FILE = "per_problem.csv"
+# read_csv numbers a table's rows by their CSV line (the header is line 1) and names
+# that index CSV_LINE, so error messages can point into the file.
+CSV_LINE = "csv_line"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Columns:
+    """The names a results table gives to group, size, error and seed."""
+
+    group: str = field(default="data_type", metadata={"help": "column of the group (data type)"})
+    size: str = field(default="n", metadata={"help": "column of the size fitted against"})
+    error: str = field(default="test_error", metadata={"help": "column of the error"})
+    seed: str = field(default="seed",
+                      metadata={"help": "column of the replicate (optional in the CSV)"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointColumns:
+    """The names a table of 2-D law points gives to model size, data size and loss."""
+
+    n: str = field(default="Model Size", metadata={"help": "model size column"})
+    d: str | None = field(default=None,
+                          metadata={"help": "training tokens column; none: D = FLOP / (6 N)"})
+    flop: str = field(default="Training FLOP",
+                      metadata={"help": "training FLOP column, used when there is no tokens "
+                                        "column"})
+    loss: str = field(default="loss", metadata={"help": "loss column"})
 
 
 class InputError(ValueError):
@@ -36,13 +65,14 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         raise InputError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from exc
     if frame.empty:
         raise InputError(f"{path}: no data rows")
+    frame.index = pd.RangeIndex(2, len(frame) + 2, name=CSV_LINE)
     return frame
 
 
 def _line(frame: pd.DataFrame, position: int) -> str:
-    """The CSV line of a row (header is line 1), or the row label for in-memory frames."""
-    if frame.attrs.get("from_csv"):
-        return f"line {position + 2}"
+    """The CSV line of a row (see read_csv), or the row label for in-memory frames."""
+    if frame.index.name == CSV_LINE:
+        return f"line {frame.index[position]}"
     return f"row {frame.index[position]}"
 
 
@@ -82,8 +112,7 @@ def numeric_column(frame: pd.DataFrame, column: str, source: str, *, positive: b
     return values.astype(float)
 
 
-def standardize(frame: pd.DataFrame, *, group_col: str = "data_type", size_col: str = "n",
-                error_col: str = "test_error", seed_col: str = "seed",
+def standardize(frame: pd.DataFrame, columns: Columns = Columns(), *,
                 source: str = "results") -> pd.DataFrame:
     """Checked copy with columns group, size, error, seed first, the rest kept as they were.
 
@@ -94,22 +123,19 @@ def standardize(frame: pd.DataFrame, *, group_col: str = "data_type", size_col: 
     space; `drop_zero_errors` removes them with a warning). Without a seed column
     each row of a (group, size) cell counts as its own seed.
     """
-    require_columns(frame, [group_col, size_col, error_col], source)
-    size = numeric_column(frame, size_col, source, positive=True)
-    error = numeric_column(frame, error_col, source, at_least=0.0)
-    group = frame[group_col].astype(str)
-    if seed_col in frame.columns:
-        seed = frame[seed_col]
+    require_columns(frame, [columns.group, columns.size, columns.error], source)
+    size = numeric_column(frame, columns.size, source, positive=True)
+    error = numeric_column(frame, columns.error, source, at_least=0.0)
+    group = frame[columns.group].astype(str)
+    if columns.seed in frame.columns:
+        seed = frame[columns.seed]
     else:
         seed = frame.groupby([group, size]).cumcount()
     rest = frame.drop(columns=[c for c in ("group", "size", "error", "seed") if c in frame])
     core = pd.DataFrame({"group": group, "size": size, "error": error, "seed": seed,
                          "cell_size": size})
     rest = rest.drop(columns=[c for c in ("cell_size",) if c in rest])
-    out = pd.concat([core, rest], axis=1)
-    out.attrs.update(frame.attrs, columns={"group": group_col, "size": size_col,
-                                           "error": error_col, "seed": seed_col})
-    return out.reset_index(drop=True)
+    return pd.concat([core, rest], axis=1).reset_index(drop=True)
 
 
 def drop_zero_errors(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -123,33 +149,31 @@ def drop_zero_errors(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         f"({cells})"]
 
 
-def load_results(path: str | Path, *, group_col: str = "data_type", size_col: str = "n",
-                 error_col: str = "test_error", seed_col: str = "seed") -> pd.DataFrame:
+def load_results(path: str | Path, columns: Columns = Columns()) -> pd.DataFrame:
     """A results CSV, checked and standardised (see `standardize`)."""
-    frame = read_csv(path)
-    frame.attrs["from_csv"] = True
-    frame.attrs["path"] = str(path)
-    return standardize(frame, group_col=group_col, size_col=size_col, error_col=error_col,
-                       seed_col=seed_col, source=str(path))
+    return standardize(read_csv(path), columns, source=str(path))
 
 
-def load_per_problem(path: str | Path, *, group_col: str = "data_type", size_col: str = "n",
-                     seed_col: str = "seed") -> pd.DataFrame:
-    """per_problem.csv as columns group, size, seed, problem_id, correct (0/1)."""
+def load_per_problem(path: str | Path, columns: Columns = Columns()) -> pd.DataFrame:
+    """per_problem.csv as columns group, size, seed, problem_id, correct (0/1).
+
+    Its group, size and seed columns have the results table's names; its error
+    column does not matter (there is none: `correct` is per problem)."""
     frame = read_csv(path)
-    frame.attrs["from_csv"] = True
     source = str(path)
-    require_columns(frame, [group_col, size_col, seed_col, "problem_id", "correct"], source)
+    require_columns(frame, [columns.group, columns.size, columns.seed, "problem_id", "correct"],
+                    source)
     correct = numeric_column(frame, "correct", source)
     bad = ~correct.isin([0.0, 1.0])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(f"{source}: column 'correct', {_line(frame, i)}: expected 0 or 1, "
                          f"got {_shown(frame['correct'].iloc[i])}")
-    return pd.DataFrame({"group": frame[group_col].astype(str),
-                         "size": numeric_column(frame, size_col, source, positive=True),
-                         "seed": frame[seed_col], "problem_id": frame["problem_id"].astype(str),
-                         "correct": correct})
+    return pd.DataFrame({"group": frame[columns.group].astype(str),
+                         "size": numeric_column(frame, columns.size, source, positive=True),
+                         "seed": frame[columns.seed],
+                         "problem_id": frame["problem_id"].astype(str),
+                         "correct": correct}).reset_index(drop=True)
 
 
 def find_per_problem(results_path: str | Path) -> Path | None:
@@ -186,21 +210,19 @@ def cost_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in COST_COLUMNS if c in frame.columns]
 
 
-def load_points_2d(path: str | Path, *, n_col: str = "Model Size", d_col: str | None = None,
-                   flop_col: str = "Training FLOP", loss_col: str = "loss") -> pd.DataFrame:
+def load_points_2d(path: str | Path, columns: PointColumns = PointColumns()) -> pd.DataFrame:
     """Model-size x data-size points as columns N, D, loss (all checked > 0).
 
-    D is the d_col column when given, else flop_col / (6 N) (training FLOP
-    C = 6 N D, the approximation Hoffmann et al. and Epoch AI use).
+    D is the `columns.d` column when given, else `columns.flop` / (6 N) (training
+    FLOP C = 6 N D, the approximation Hoffmann et al. and Epoch AI use).
     """
     frame = read_csv(path)
-    frame.attrs["from_csv"] = True
     source = str(path)
-    require_columns(frame, [n_col, d_col or flop_col, loss_col], source)
-    n = numeric_column(frame, n_col, source, positive=True)
-    if d_col:
-        d = numeric_column(frame, d_col, source, positive=True)
+    require_columns(frame, [columns.n, columns.d or columns.flop, columns.loss], source)
+    n = numeric_column(frame, columns.n, source, positive=True)
+    if columns.d:
+        d = numeric_column(frame, columns.d, source, positive=True)
     else:
-        d = numeric_column(frame, flop_col, source, positive=True) / (6 * n)
-    loss = numeric_column(frame, loss_col, source, positive=True)
-    return pd.DataFrame({"N": n, "D": d, "loss": loss})
+        d = numeric_column(frame, columns.flop, source, positive=True) / (6 * n)
+    loss = numeric_column(frame, columns.loss, source, positive=True)
+    return pd.DataFrame({"N": n, "D": d, "loss": loss}).reset_index(drop=True)

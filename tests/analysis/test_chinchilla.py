@@ -32,8 +32,8 @@ def epoch_points(shared_data) -> pd.DataFrame:
 def epoch_fit(request):
     """(points kept, fit) of the headline 240-point fit, shared: a grid search is ~4 s."""
     points = request.getfixturevalue("epoch_points")
-    kept = drop_highest_loss(points, "loss", 5)
-    return kept, fit_chinchilla(kept["N"], kept["D"], kept["loss"])
+    kept = drop_highest_loss(points, 5)
+    return kept, fit_chinchilla(kept)
 
 
 def test_grid_is_epochs_4500_starts():
@@ -70,7 +70,7 @@ def test_reproduces_epochs_published_estimates(epoch_fit):
 
 def test_keeping_all_245_points_moves_the_data_exponent(epoch_points):
     """Why the drop matters (their 'with outliers' fit): measured B 12846, beta 0.453."""
-    fit = fit_chinchilla(epoch_points["N"], epoch_points["D"], epoch_points["loss"])
+    fit = fit_chinchilla(epoch_points)
     assert fit.n_points == 245
     assert fit.beta == pytest.approx(0.453, abs=0.005)
     assert fit.B > 5 * PUBLISHED["B"][0]
@@ -81,7 +81,7 @@ def test_bootstrap_standard_errors_match_the_published_ones(epoch_fit):
     alpha 0.015, beta 0.020, against published 0.03, 124.6, 1293, 0.02, 0.02.
     Tolerance: within a factor 1.6 either way."""
     kept, fit = epoch_fit
-    bootstrap_chinchilla(fit, kept["N"], kept["D"], kept["loss"], n_boot=1000, seed=0)
+    bootstrap_chinchilla(fit, kept, n_boot=1000, seed=0)
     se = fit.boot.std(axis=0)
     for i, (name, (_, published_se)) in enumerate(PUBLISHED.items()):
         assert published_se / 1.6 < se[i] < published_se * 1.6, (name, se[i])
@@ -96,7 +96,7 @@ def test_synthetic_surface_is_recovered():
     rng = np.random.default_rng(0)
     n, d = (v.ravel() for v in np.meshgrid(np.geomspace(1e7, 1e10, 7), np.geomspace(1e9, 1e12, 8)))
     loss = predict_2d(truth, n, d) * np.exp(rng.normal(0, 0.01, n.size))
-    fit = fit_chinchilla(n, d, loss)
+    fit = fit_chinchilla(pd.DataFrame({"N": n, "D": d, "loss": loss}))
     est = fit.params()
     assert est["E"] == pytest.approx(truth["E"], rel=0.05)
     assert est["alpha"] == pytest.approx(truth["alpha"], abs=0.03)

@@ -11,8 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import FitReport, run_fit
-from analysis.cli import main
+from analysis import (
+    Columns,
+    Fit2DOptions,
+    FitOptions,
+    FitReport,
+    InputError,
+    PointColumns,
+    run_fit,
+)
+from analysis.cli import build_parser, fit_2d_options, fit_options, main
 
 ROOT = Path(__file__).resolve().parents[2]
 FITS_COLUMNS = ["group", "E", "A", "alpha", "E_lo", "E_hi", "A_lo", "A_hi", "alpha_lo", "alpha_hi"]
@@ -42,6 +50,23 @@ def test_fit_writes_the_tables_other_tools_read_and_the_plots(sweep_dir, capsys)
                  "curves_device_seconds.png"):
         assert _png_ok(out / name), name
     assert (out / "fits_device_seconds.csv").exists() and (out / "report.txt").exists()
+
+
+def test_flags_map_onto_the_options_and_their_defaults_are_the_options_defaults():
+    parse = build_parser().parse_args
+    assert fit_options(parse(["fit", "r.csv", "--out", "o"])) == FitOptions()
+    assert fit_2d_options(parse(["fit-2d", "p.csv", "--out", "o"])) == Fit2DOptions()
+    args = parse(["fit", "r.csv", "--out", "o", "--size-col", "examples", "--baseline", "b",
+                  "--form", "pure", "--huber-delta", "0.05", "--n-boot", "7", "--level", "0.9",
+                  "--seed", "3", "--cost-cols", "train_tokens,"])
+    assert fit_options(args) == FitOptions(
+        baseline="b", columns=Columns(size="examples"), form="pure", delta=0.05, n_boot=7,
+        level=0.9, seed=3, cost_cols=("train_tokens",))
+    args = parse(["fit-2d", "p.csv", "--out", "o", "--d-col", "tokens", "--loss-col", "nll",
+                  "--drop-highest-loss", "5", "--n-boot", "0"])
+    assert fit_2d_options(args) == Fit2DOptions(
+        columns=PointColumns(d="tokens", loss="nll"), drop_highest=5, n_boot=0)
+    assert fit_options(parse(["fit", "r.csv", "--out", "o", "--cost-cols", ""])).cost_cols == ()
 
 
 def test_python_dash_m_entry_point_and_bad_input_exit_2(tmp_path):
@@ -85,7 +110,7 @@ def test_a_two_size_smoke_sweep_warns_and_still_writes(tmp_path, capsys):
 
 
 def test_a_one_size_sweep_fits_nothing_but_exits_0(tmp_path):
-    report = run_fit(_smoke(tmp_path, [8]), tmp_path / "fit", n_boot=50)
+    report = run_fit(_smoke(tmp_path, [8]), tmp_path / "fit", FitOptions(n_boot=50))
     assert isinstance(report, FitReport)
     assert report.fits["alpha"].isna().all()
     assert any("needs at least 2" in w for w in report.warnings)
@@ -94,7 +119,8 @@ def test_a_one_size_sweep_fits_nothing_but_exits_0(tmp_path):
 
 
 def test_run_fit_returns_what_the_sweep_logs(sweep_dir):
-    report = run_fit(sweep_dir / "results.csv", sweep_dir / "fit", per_problem=False, n_boot=100)
+    report = run_fit(sweep_dir / "results.csv", sweep_dir / "fit", FitOptions(n_boot=100),
+                     per_problem=False)
     assert set(report.fits["bootstrap"]) == {"seeds"}
     assert all(Path(p).is_file() for p in report.files)
     names = {Path(p).name for p in report.files}
@@ -104,9 +130,31 @@ def test_run_fit_returns_what_the_sweep_logs(sweep_dir):
     assert all(np.isfinite(v) for v in metrics.values())
 
 
-def test_the_package_imports_no_mlflow_ray_or_torch():
-    code = ("import sys, analysis, analysis.cli, analysis.report; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'ray', 'torch')))")
+def test_other_column_names_reach_tables_plots_and_errors(sweep_dir):
+    """Column names come from FitOptions.columns alone: the results and per-problem CSVs
+    are read with them, the fits' axis is named after the size column, and an unknown
+    baseline names the user's group column."""
+    names = {"data_type": "model", "n": "examples", "test_error": "loss", "seed": "run"}
+    pd.read_csv(sweep_dir / "results.csv").rename(columns=names).to_csv(
+        sweep_dir / "results.csv", index=False)
+    pd.read_csv(sweep_dir / "per_problem.csv").rename(columns=names).to_csv(
+        sweep_dir / "per_problem.csv", index=False)
+    columns = Columns(group="model", size="examples", error="loss", seed="run")
+    report = run_fit(sweep_dir / "results.csv", sweep_dir / "fit",
+                     FitOptions(columns=columns, n_boot=50, cost_cols=()), plots=False)
+    assert set(report.fits["axis"]) == {"examples"}
+    assert set(report.fits["bootstrap"]) == {"seeds + test problems"}
+    assert pd.read_csv(sweep_dir / "fit" / "fits.csv")["axis"].tolist() == ["examples"] * 4
+    assert report.against_compute == {}
+    with pytest.raises(InputError, match="baseline 'human' is not a group in column 'model'"):
+        run_fit(sweep_dir / "results.csv", sweep_dir / "fit",
+                FitOptions(columns=columns, baseline="human"))
+
+
+def test_the_package_imports_no_mlflow_ray_torch_or_orchestrator():
+    """The sweep imports analysis, never the other way round (nor its heavy dependencies)."""
+    code = ("import sys, analysis, analysis.cli, analysis.report; print(sorted(m for m in "
+            "sys.modules if m.split('.')[0] in ('mlflow', 'ray', 'torch', 'orchestrator')))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

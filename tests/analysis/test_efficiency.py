@@ -15,13 +15,15 @@ from analysis.efficiency import (
     multipliers_at_sizes,
     size_for_error,
 )
+from analysis.options import FitOptions
 from analysis.power_law import PowerLawFit, fit_groups, fit_power_law, predict
+from analysis.report import analyze
 from analysis.tables import standardize
 
 
 def _fit(group, e, a, alpha, n_min=100.0, n_max=3200.0):
-    return PowerLawFit(group, "offset", e, a, alpha, 18, 6, n_min, n_max,
-                       e + a * n_max ** -alpha)
+    return PowerLawFit(group=group, form="offset", E=e, A=a, alpha=alpha, n_points=18, n_sizes=6,
+                       n_min=n_min, n_max=n_max, err_min=e + a * n_max ** -alpha)
 
 
 def test_size_for_error_inverts_the_law():
@@ -98,14 +100,13 @@ def test_an_unfitted_baseline_yields_nan_not_a_crash():
 
 
 def test_compute_axis_needs_several_sizes_not_seed_noise(make_sweep):
-    from analysis.report import analyze
-
     results, _ = make_sweep(np.random.default_rng(5), seeds=2)
     extra = results[results.n == results.n.max()].assign(data_type="one_size")
     extra["train_tokens"] = extra["train_tokens"] * (1 + 0.1 * extra["seed"])   # seed noise
     report = analyze(standardize(pd.concat([results, extra], ignore_index=True)),
-                     n_boot=0, cost_cols=["train_tokens"])
-    compute = report.compute_fits["train_tokens"]
+                     FitOptions(n_boot=0, cost_cols=("train_tokens",)))
+    assert list(report.against_compute) == ["train_tokens"]
+    compute = report.against_compute["train_tokens"].table
     assert "one_size" not in set(compute["group"]) and "sft_teacher" in set(compute["group"])
     assert any("against train_tokens: not fitted for one_size (measured at one size only)" in w
                for w in report.warnings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import huber
 
 from analysis.power_law import fit_groups, fit_power_law
 
@@ -58,6 +59,18 @@ def test_a_diverged_seed_barely_moves_the_robust_fit():
     assert moved(robust) < 0.025
     assert moved(squares) > 3 * moved(robust)
     assert abs(robust.alpha - clean.alpha) < 0.5 * abs(squares.alpha - clean.alpha)
+
+
+def test_objective_is_the_huber_sum_of_log_residuals_at_the_fits_delta():
+    """What the point fit reports minimising, and the bootstrap minimises again
+    (analysis.bootstrap reads the delta from the fit)."""
+    rng = np.random.default_rng(4)
+    y = _noisy(rng)
+    for delta in (0.01, 0.1):
+        fit = fit_power_law(SIZES, y, delta=delta)
+        resid = np.log(fit.predict(SIZES)) - np.log(y)
+        assert fit.delta == delta
+        assert fit.objective == pytest.approx(np.sum(huber(delta, resid)), rel=1e-9)
 
 
 def test_two_sizes_fall_back_to_the_pure_law_with_a_warning():

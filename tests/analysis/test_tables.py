@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from analysis.tables import (
+    Columns,
     InputError,
+    PointColumns,
     drop_zero_errors,
     load_per_problem,
     load_points_2d,
@@ -28,8 +30,10 @@ def _write(tmp_path, text, name="results.csv"):
 def test_results_are_standardised_with_their_other_columns_kept(tmp_path):
     frame = load_results(_write(tmp_path, GOOD))
     assert list(frame.columns[:5]) == ["group", "size", "error", "seed", "cell_size"]
+    assert frame["size"].tolist() == frame["cell_size"].tolist() == [100.0, 200.0]
+    assert frame["error"].tolist() == [0.5, 0.4]
     assert frame["experiment"].tolist() == ["x", "x"]
-    assert frame.attrs["columns"]["size"] == "n"
+    assert list(frame.index) == [0, 1]
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -52,6 +56,14 @@ def test_bad_results_name_file_column_and_line(tmp_path, text, message):
     assert "\n" not in str(info.value)
 
 
+def test_bad_in_memory_frames_name_the_row_label_not_a_csv_line():
+    frame = pd.DataFrame({"data_type": ["a", "a"], "n": [1.0, "x"], "test_error": [0.1, 0.2]},
+                         index=[10, 11])
+    with pytest.raises(InputError) as info:
+        standardize(frame, source="my frame")
+    assert str(info.value) == "my frame: column 'n', row 11: expected a number, got 'x'"
+
+
 def test_missing_and_empty_files_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         load_results(tmp_path / "absent.csv")
@@ -61,8 +73,10 @@ def test_missing_and_empty_files_are_input_errors(tmp_path):
 
 def test_other_peoples_column_names_and_no_seed_column(tmp_path):
     path = _write(tmp_path, "model,examples,loss\na,10,1.0\na,10,1.1\na,20,0.9\n")
-    frame = load_results(path, group_col="model", size_col="examples", error_col="loss")
+    frame = load_results(path, Columns(group="model", size="examples", error="loss"))
     assert frame["seed"].tolist() == [0, 1, 0]  # replicates within a cell count as seeds
+    assert frame["size"].tolist() == [10.0, 10.0, 20.0]
+    assert frame["error"].tolist() == [1.0, 1.1, 0.9]
 
 
 def test_zero_errors_are_dropped_with_a_warning():
@@ -81,9 +95,9 @@ def test_per_problem_correct_must_be_binary(tmp_path):
 def test_points_2d_from_flop_or_tokens(tmp_path):
     path = _write(tmp_path, "Model Size,Training FLOP,loss,tok\n1e8,6e18,3.0,1e10\n", "p.csv")
     assert load_points_2d(path)["D"].iloc[0] == pytest.approx(1e10)
-    assert load_points_2d(path, d_col="tok")["D"].iloc[0] == pytest.approx(1e10)
+    assert load_points_2d(path, PointColumns(d="tok"))["D"].iloc[0] == pytest.approx(1e10)
     with pytest.raises(InputError, match="missing column 'N'"):
-        load_points_2d(path, n_col="N")
+        load_points_2d(path, PointColumns(n="N"))
 
 
 def _log_evaluations(uri: str) -> None:
