@@ -11,7 +11,7 @@ This module must not import torch, ray or mlflow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +25,11 @@ from orchestrator.config_schema import (
     load_raw,
     to_dict,
 )
-from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE
+from orchestrator.credit import PIT_RULES
+from orchestrator.tasks.arith import OPS
+from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, TASK_NAMES, TaskSource
 
+# The grid rows; orchestrator/planning/chains.py wires one stage chain per entry.
 DATA_TYPES = ("sft_teacher", "rft_self", "dpo_negative", "dpo_per_step", "sft_human")
 
 
@@ -41,7 +44,7 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    name: Literal["arith", "gsm8k", "math"] = knob("arith", "benchmark")
+    name: Literal[TASK_NAMES] = knob("arith", "benchmark")
     path: str = knob("", "gsm8k/math: local folder with train.jsonl and test.jsonl "
                          "(empty: Hugging Face datasets)")
     n_train: int = knob(20000, "training problems available to the teacher (the pool's upper bound)",
@@ -53,7 +56,7 @@ class TaskConfig:
     max_steps: int = knob(3, "arith: most reasoning steps per problem", min=1)
     max_operand: int = knob(9, "arith: largest number in a problem statement", min=1)
     max_value: int = knob(30, "arith: largest intermediate value", min=2)
-    ops: tuple[Literal["+", "-", "*"], ...] = knob(("+", "-"), "arith: operations used",
+    ops: tuple[Literal[OPS], ...] = knob(("+", "-"), "arith: operations used",
                                                     nonempty=True)
     calculator_annotations: bool = knob(False, "arith: GSM8K's <<a+b=c>> annotations in solutions")
     restate_sentences: bool = knob(True, "arith: each solution step repeats the sentence it comes "
@@ -61,6 +64,20 @@ class TaskConfig:
     strip_calculator_annotations: bool = knob(False, "gsm8k: remove <<...>> from reference solutions")
     levels: tuple[int, ...] = knob((), "math: keep only these difficulty levels (empty: all)")
     subjects: tuple[str, ...] = knob((), "math: keep only these subjects (empty: all)")
+
+    @property
+    def source(self) -> TaskSource:
+        """The problem-defining fields, for stage slices that state their own split sizes."""
+        return TaskSource(**{f.name: getattr(self, f.name) for f in fields(TaskSource)})
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    """How a model folder is loaded: the part of `model` every stage that reads a trained
+    model needs (their cache keys then ignore the tiny model's architecture knobs)."""
+
+    trust_remote_code: bool = False
+    dtype: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,10 @@ class ModelConfig:
                                  "and unlabelled questions; 0 = none)", min=0)
     pretrain_epochs: float = knob(1.0, "tiny: pre-training epochs", min=0.0)
     pretrain_learning_rate: float = knob(3e-3, "tiny: pre-training learning rate", min=0.0)
+
+    @property
+    def loading(self) -> ModelLoading:
+        return ModelLoading(self.trust_remote_code, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -110,7 +131,9 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class TrainSettings:
+    """What SFT and DPO training share (training.py turns it into TRL's arguments)."""
+
     epochs: float = knob(3.0, "passes over the data", min=0.0)
     learning_rate: float = knob(3e-3, "peak learning rate (TRL's 2e-5 default is for 7B models)",
                                 min=0.0)
@@ -119,17 +142,20 @@ class SFTConfig:
     lr_scheduler: str = knob("cosine", "transformers scheduler name")
     warmup_ratio: float = knob(0.05, "fraction of steps warming up (transformers reads >= 1 "
                                 "as a step count)", min=0.0, below=1.0)
-    weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
     max_length: int = knob(256, "longest tokenized example (prompt + completion)", min=16)
 
 
 @dataclass(frozen=True)
-class DPOConfig:
+class SFTSettings(TrainSettings):
+    weight_decay: float = knob(0.0, "AdamW weight decay", min=0.0)
+
+
+@dataclass(frozen=True)
+class DPOSettings(TrainSettings):
+    # Redeclared only for their defaults: preference training starts from a trained model.
     epochs: float = knob(2.0, "passes over the preference pairs", min=0.0)
     learning_rate: float = knob(2e-4, "peak learning rate (TRL's 1e-6 default is for 7B models)",
                                 min=0.0)
-    batch_size: int = knob(32, "pairs per optimizer step per device", min=1)
-    gradient_accumulation_steps: int = knob(1, "micro-batches per optimizer step", min=1)
     beta: float = knob(0.1, "DPO temperature beta (strength of the KL anchor to the SFT model)",
                        min=0.0)
     loss_type: tuple[str, ...] = knob(("sigmoid",), "TRL DPO loss types; ['sigmoid', 'sft'] adds "
@@ -137,16 +163,12 @@ class DPOConfig:
                                       nonempty=True)
     loss_weights: tuple[float, ...] = knob((), "weights of the loss types (empty: all 1.0)",
                                            min=0.0)
-    lr_scheduler: str = knob("cosine", "transformers scheduler name")
-    warmup_ratio: float = knob(0.05, "fraction of steps warming up (transformers reads >= 1 "
-                                "as a step count)", min=0.0, below=1.0)
-    max_length: int = knob(256, "longest tokenized pair side (prompt + completion)", min=16)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    sft: SFTConfig = knob(SFTConfig(), "supervised fine-tuning (sft_teacher, rft_self)")
-    dpo: DPOConfig = knob(DPOConfig(), "preference training (dpo_negative, dpo_per_step)")
+    sft: SFTSettings = knob(SFTSettings(), "supervised fine-tuning (sft_teacher, rft_self)")
+    dpo: DPOSettings = knob(DPOSettings(), "preference training (dpo_negative, dpo_per_step)")
     device: Literal["auto", "cpu", "cuda"] = knob("auto", "auto: cuda when Ray gave the stage a GPU")
 
 
@@ -189,7 +211,7 @@ class PerStepConfig:
     temperature: float = knob(0.7, "rollout sampling temperature", min=0.01)
     negatives_per_problem: int = knob(4, "most incorrect self-samples per problem sent to rollouts",
                                       min=1)
-    pit_rule: Literal["first_zero", "min_advantage"] = knob(
+    pit_rule: Literal[PIT_RULES] = knob(
         "first_zero", "first_zero: the first step after which no rollout succeeds (Self-Explore's "
                       "first pit); min_advantage: the step with the lowest advantage")
     max_pairs_per_problem: int = knob(2, "most per-step pairs per problem", min=1)

@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from orchestrator.config import ModelConfig
+from orchestrator.config import ModelLoading
 
 POINTER = "pointer.json"
 
@@ -61,7 +61,7 @@ def set_torch_threads() -> None:
         torch.set_num_threads(threads)
 
 
-def load_tokenizer(path: str, config: ModelConfig):
+def load_tokenizer(path: str, config: ModelLoading):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
@@ -71,9 +71,21 @@ def load_tokenizer(path: str, config: ModelConfig):
     return tokenizer
 
 
-def load_causal_lm(path: str, config: ModelConfig, device: str):
+def load_causal_lm(path: str, config: ModelLoading, device: str):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=torch_dtype(config.dtype, device), trust_remote_code=config.trust_remote_code)
     return model.to(device)
+
+
+def free_memory() -> None:
+    """Return what a finished model held: Python garbage, then CUDA's cached blocks (a
+    Ray worker may run another stage next, and vLLM checks free GPU memory at start)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

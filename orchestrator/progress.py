@@ -10,11 +10,13 @@ bound (">").
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import defaultdict
 
 from orchestrator.planning import Plan, StageSpec
+from orchestrator.stages.evaluate import EvalResult
 from orchestrator.store import Outcome
 
 LOG_STATUS_SECONDS = 60.0
@@ -87,11 +89,10 @@ class Progress:
     @staticmethod
     def _headline(outcome: Outcome) -> str:
         result = outcome.result
-        if "test_error" in result:
-            return f"  test_error={result['test_error']:.3f}"
-        if "final_loss" in result and result["final_loss"] == result["final_loss"]:
-            return f"  loss={result['final_loss']:.3f}"
-        return ""
+        if isinstance(result, EvalResult):
+            return f"  test_error={result.test_error:.3f}"
+        loss = getattr(result, "final_loss", float("nan"))
+        return f"  loss={loss:.3f}" if math.isfinite(loss) else ""
 
     def _line(self, text: str) -> None:
         prefix = "\r\033[K" if self.interactive else ""

@@ -3,7 +3,8 @@
 `results.csv`: one row per grid cell (data_type, n, seed) with test_error,
 pass@1 (and pass@k), and the cost of the cell's whole stage chain:
 
-- `train_tokens`, `generated_tokens`, `wall_seconds`: summed over every stage
+- `train_tokens`, `generated_tokens`, `wall_seconds` (the cost contract every
+  stage result carries, `stages.contract.StageResult`): summed over every stage
   that produced the cell's model, shared upstream stages included in full,
   except: the base model (common to every cell; not synthetic-data cost) and
   the evaluation (measuring a model is not making it) are left out, and the
@@ -26,7 +27,14 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.planning import Cell, Plan, StageSpec
+from orchestrator.stages.contract import Files, StageResult
+from orchestrator.stages.evaluate import EvalResult
 from orchestrator.store import Outcome
+
+# Stages whose cost a cell does not count: the base model is common to every cell (not
+# synthetic-data cost) and measuring a model is not making it.
+NOT_CELL_COST = ("base_model", "evaluate")
+COST_FIELDS = ("train_tokens", "generated_tokens", "wall_seconds")   # of StageResult
 
 RESULT_COLUMNS = ["experiment", "data_type", "n", "seed", "test_error", "pass_at_1", "pass_at_k",
                   "k", "n_test", "model", "train_tokens", "generated_tokens", "wall_seconds",
@@ -38,18 +46,18 @@ def devices_reserved(spec: StageSpec) -> float:
 
 
 def chain_cost(plan: Plan, cell: Cell, outcomes: dict[str, Outcome], pool_size: int) -> dict:
-    cost = {"train_tokens": 0.0, "generated_tokens": 0.0, "wall_seconds": 0.0, "device_seconds": 0.0}
+    """The cost of making a cell's model: each StageResult cost field summed over its chain,
+    and device_seconds; the teacher pool counts in proportion n / pool size."""
+    cost = dict.fromkeys((*COST_FIELDS, "device_seconds"), 0.0)
     for key in cell.chain:
         spec = plan.get(key)
-        if spec.stage in ("base_model", "evaluate"):
+        if spec.stage in NOT_CELL_COST:
             continue
         share = cell.n / pool_size if spec.stage == "teacher_generate" else 1.0
-        result = outcomes[key].result
-        wall = float(result.get("wall_seconds", 0.0))
-        cost["train_tokens"] += share * float(result.get("train_tokens", 0))
-        cost["generated_tokens"] += share * float(result.get("generated_tokens", 0))
-        cost["wall_seconds"] += share * wall
-        cost["device_seconds"] += share * wall * devices_reserved(spec)
+        result: StageResult = outcomes[key].result
+        for name in COST_FIELDS:
+            cost[name] += share * float(getattr(result, name))
+        cost["device_seconds"] += share * result.wall_seconds * devices_reserved(spec)
     return {k: round(v, 3) for k, v in cost.items()}
 
 
@@ -61,10 +69,11 @@ def results_table(plan: Plan, outcomes: dict[str, Outcome], experiment: str, mod
         if cell.eval_key not in outcomes or any(k not in outcomes for k in cell.chain):
             continue
         ev = outcomes[cell.eval_key].result
+        assert isinstance(ev, EvalResult), f"{cell.eval_key[:12]} is not an evaluation"
         rows.append({
             "experiment": experiment, "data_type": cell.data_type, "n": cell.n, "seed": cell.seed,
-            "test_error": ev["test_error"], "pass_at_1": ev["pass_at_1"],
-            "pass_at_k": ev.get("pass_at_k"), "k": ev.get("k"), "n_test": ev["n_test"],
+            "test_error": ev.test_error, "pass_at_1": ev.pass_at_1,
+            "pass_at_k": ev.pass_at_k, "k": ev.k, "n_test": ev.n_test,
             "model": model, **chain_cost(plan, cell, outcomes, pool_size),
             "eval_key": cell.eval_key[:16],
         })
@@ -76,7 +85,7 @@ def per_problem_table(plan: Plan, outcomes: dict[str, Outcome], experiment: str)
     for cell in plan.cells:
         if cell.eval_key not in outcomes:
             continue
-        path = Path(outcomes[cell.eval_key].artifact_dir) / "predictions.jsonl"
+        path = Path(outcomes[cell.eval_key].artifact_dir) / Files.PREDICTIONS
         with path.open() as f:
             preds = [json.loads(line) for line in f]
         frames.append(pd.DataFrame({

@@ -14,10 +14,14 @@ one file.
 from __future__ import annotations
 
 import os
+import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from orchestrator.config import Config
 from orchestrator.config_schema import ConfigError
+from orchestrator.errors import one_line
 from orchestrator.planning import Plan, StageSpec
 from orchestrator.stages import STAGES
 from orchestrator.store import ArtifactStore, Outcome, run_cached
@@ -49,6 +53,17 @@ class Events:
     def tick(self) -> None: ...
 
 
+@contextmanager
+def ray_session(config: Config) -> Iterator[str]:
+    """Ray for the length of a block: connected to the configured cluster, or a local Ray
+    started here; yields where. Ray is shut down when the block ends, however it ends."""
+    where = start_ray(config)
+    try:
+        yield where
+    finally:
+        stop_ray()
+
+
 def start_ray(config: Config) -> str:
     """Connect to the configured cluster, or start a local Ray; returns where."""
     import ray
@@ -63,7 +78,7 @@ def start_ray(config: Config) -> str:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = "cluster.address" if config.cluster.address else "RAY_ADDRESS"
             raise ConfigError(f"{where}={address}: cannot connect to a Ray cluster "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+                              f"({one_line(exc)})") from exc
         return address
     # A purely local Ray: no auth token under $HOME, dashboard only on loopback.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -100,6 +115,24 @@ def stop_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def concurrent_stages(plan: Plan) -> int:
+    """How many typical stages the cluster runs at once (for the ETA): CPUs and, when
+    stages ask for them, GPUs are the limits."""
+    import ray
+
+    slots = cluster_cpus() / statistics.median(s.resources.num_cpus or 1 for s in plan.specs)
+    gpus = statistics.median(s.resources.num_gpus for s in plan.specs)
+    if gpus > 0:
+        slots = min(slots, ray.cluster_resources().get("GPU", 0.0) / gpus)
+    return max(1, int(slots))
 
 
 def _remote_stage():
@@ -176,7 +209,6 @@ def _record_failure(plan: Plan, spec: StageSpec, exc: Exception, report: RunRepo
         report.skipped[spec.key] = failed_upstream
         events.skipped(spec, plan.get(failed_upstream))
         return
-    cause = getattr(exc, "cause", None) or exc
-    message = f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
+    message = one_line(getattr(exc, "cause", None) or exc)
     report.failed[spec.key] = message
     events.failed(spec, message)

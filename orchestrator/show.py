@@ -16,8 +16,11 @@ from typing import TextIO
 
 from orchestrator.credit import PIT_RULES, first_pit
 from orchestrator.records import read_rows
+from orchestrator.stages.contract import Files
+from orchestrator.store import RESULT
 
-FILES = ("rollouts.jsonl", "pairs.jsonl", "samples.jsonl", "data.jsonl", "predictions.jsonl")
+# The artifact files `show` renders, in the order it looks for them in a folder.
+FILES = (Files.ROLLOUTS, Files.PAIRS, Files.SAMPLES, Files.DATA, Files.PREDICTIONS)
 
 
 def find_artifact(config_path: str, overrides: list[str], stage: str, n: int | None,
@@ -52,7 +55,7 @@ def artifact_file(path: Path) -> Path:
 
 def show(path: Path, count: int, stream: TextIO, problem: str | None = None) -> None:
     file = artifact_file(path)
-    result = file.parent / "result.json"
+    result = file.parent / RESULT
     if result.exists():
         summary = {k: v for k, v in json.loads(result.read_text()).items() if k != "loss_curve"}
         stream.write(f"{file.parent.parent.name} result: {json.dumps(summary)}\n")
@@ -114,6 +117,6 @@ def render_generic(row: dict) -> str:
     return json.dumps(row, indent=2)[:2000]
 
 
-RENDERERS = {"rollouts.jsonl": render_rollouts, "pairs.jsonl": render_pair,
-             "samples.jsonl": render_sample, "data.jsonl": render_data,
-             "predictions.jsonl": render_prediction}
+RENDERERS = {Files.ROLLOUTS: render_rollouts, Files.PAIRS: render_pair,
+             Files.SAMPLES: render_sample, Files.DATA: render_data,
+             Files.PREDICTIONS: render_prediction}

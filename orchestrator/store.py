@@ -20,6 +20,7 @@ This module is executor-agnostic: it must not import ray or mlflow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -31,9 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config_schema import to_dict
+from orchestrator.stages import STAGES
+from orchestrator.stages.contract import StageResult
 
 DONE = "DONE"
 OWNER = ".owner.json"
+SPEC = "spec.json"          # what ran: stage, key, id, params, inputs
+RESULT = "result.json"      # the stage's typed result as JSON
 STALE_TMP_SECONDS = 7 * 24 * 3600     # another host's attempt, untouched this long, is dead
 
 
@@ -44,7 +49,7 @@ class Outcome:
     key: str
     stage: str
     artifact_dir: str
-    result: dict[str, Any]
+    result: StageResult   # the stage's typed result (its `wall_seconds`: the producing run's)
     cached: bool          # True: found finished, no work done now
     node: str             # host that did the work (or found it done)
     wall_seconds: float   # of this execution (0 when cached)
@@ -62,7 +67,8 @@ class ArtifactStore:
 
     def load(self, stage: str, key: str) -> Outcome:
         folder = self.path(stage, key)
-        result = json.loads((folder / "result.json").read_text())
+        record = json.loads((folder / RESULT).read_text())
+        result = STAGES[stage].result_type(**record)
         return Outcome(key, stage, str(folder), result, True, socket.gethostname(), 0.0)
 
     def new_tmp(self, stage: str, key: str) -> Path:
@@ -74,8 +80,8 @@ class ArtifactStore:
     def commit(self, tmp: Path, stage: str, key: str, spec: dict[str, Any],
                result: dict[str, Any]) -> Path:
         """Publish `tmp` as the finished artifact of `key` (DONE, then one rename)."""
-        (tmp / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
-        (tmp / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        (tmp / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
+        (tmp / RESULT).write_text(json.dumps(result, indent=2, sort_keys=True))
         (tmp / OWNER).unlink(missing_ok=True)
         (tmp / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         final = self.path(stage, key)
@@ -128,8 +134,6 @@ def _is_dead(tmp: Path) -> bool:
 
 def run_cached(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcome:
     """Run `spec` unless its artifact is done; the one place a stage function is called."""
-    from orchestrator.stages import STAGES
-
     if store.is_done(spec.stage, spec.key):
         return store.load(spec.stage, spec.key)
     tmp = store.new_tmp(spec.stage, spec.key)
@@ -140,8 +144,8 @@ def run_cached(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcom
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     wall = time.time() - start
-    record = {**to_dict(result), "wall_seconds": round(wall, 3)}
+    result = dataclasses.replace(result, wall_seconds=round(wall, 3))
     description = {"stage": spec.stage, "key": spec.key, "id": spec.id,
                    "params": to_dict(spec.params), "inputs": dict(spec.inputs)}
-    final = store.commit(tmp, spec.stage, spec.key, description, record)
-    return Outcome(spec.key, spec.stage, str(final), record, False, socket.gethostname(), wall)
+    final = store.commit(tmp, spec.stage, spec.key, description, to_dict(result))
+    return Outcome(spec.key, spec.stage, str(final), result, False, socket.gethostname(), wall)

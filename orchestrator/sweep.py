@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 
 from orchestrator.config import Config, config_dict
 from orchestrator.config_schema import ConfigError
+from orchestrator.errors import one_line
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
 from orchestrator.progress import Progress
 from orchestrator.results import (
@@ -28,10 +28,18 @@ from orchestrator.results import (
     summary_table,
     write_atomic_csv,
 )
-from orchestrator.runner import Events, run_plan, start_ray, stop_ray, unplaceable
+from orchestrator.runner import (
+    Events,
+    cluster_cpus,
+    concurrent_stages,
+    ray_session,
+    run_plan,
+    unplaceable,
+)
+from orchestrator.stages.contract import Files
 from orchestrator.store import Outcome
 
-STAGE_ARTIFACTS = {"evaluate": ["predictions.jsonl"]}
+STAGE_ARTIFACTS = {"evaluate": [Files.PREDICTIONS]}   # files logged with a stage's MLflow run
 
 
 @dataclass
@@ -97,18 +105,17 @@ class SweepEvents(Events):
     def _track(self, spec: StageSpec, outcome: Outcome) -> None:
         if self.tracker is None or self.tracking_errors:
             return
-        wall = float(outcome.result.get("wall_seconds", 0.0))
-        extra = {"device_seconds": wall * devices_reserved(spec), **self._chain_cost(spec)}
+        extra = {"device_seconds": outcome.result.wall_seconds * devices_reserved(spec),
+                 **self._chain_cost(spec)}
         folder = Path(outcome.artifact_dir)
         files = [folder / name for name in STAGE_ARTIFACTS.get(spec.stage, [])
                  if self.config.tracking.log_artifacts and (folder / name).exists()]
         try:
             self.tracker.log_stage(spec, outcome, extra, files)
         except Exception as exc:  # noqa: BLE001 - any tracking failure must not lose compute
-            self.tracking_errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            self.tracking_errors.append(one_line(exc))
             self.stream.write(f"warning: MLflow logging stopped ({self.tracking_errors[0]}); "
                               "results.csv is still written, and a re-run logs what is missing\n")
-
 
     def _chain_cost(self, spec: StageSpec) -> dict[str, float]:
         """An evaluation's cell cost (as in results.csv), as chain_* metrics, so the
@@ -136,10 +143,14 @@ def _open_tracker(config: Config, plan: Plan):
     from orchestrator.tracking import Tracker
 
     local = is_local_store(config.tracking_uri)
-    tracker = Tracker(config.tracking_uri, config.mlflow_experiment,
-                      config.output_dir / "mlartifacts" if local else None)
-    tracker.start_sweep(sweep_id(config, plan), config.experiment.name, config_dict(config),
-                        describe_plan(plan))
+    try:
+        tracker = Tracker(config.tracking_uri, config.mlflow_experiment,
+                          config.output_dir / "mlartifacts" if local else None)
+        tracker.start_sweep(sweep_id(config, plan), config.experiment.name, config_dict(config),
+                            describe_plan(plan))
+    except Exception as exc:
+        raise ConfigError(f"tracking.uri={config.tracking_uri}: cannot open the MLflow store "
+                          f"({one_line(exc)})") from exc
     return tracker
 
 
@@ -152,48 +163,52 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
     (out / "config.resolved.yaml").write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
     stream.write(f"sweep {config.experiment.name}: {len(plan.cells)} grid cells, "
                  f"{len(plan.specs)} stages; artifacts in {config.artifacts_dir}\n")
-    where = start_ray(config)
-    stream.write(f"ray: {where}, {cluster_cpus():g} CPUs\n")
-    problems = unplaceable(plan)
-    if problems and where == "local":
-        stop_ray()
-        raise ConfigError(f"{problems[0]}; point RAY_ADDRESS at a cluster that has such a "
-                          "node, or lower the request")
-    for problem in problems:      # a cluster's autoscaler may still add such a node
-        stream.write(f"warning: {problem}; its stages wait until the cluster has one\n")
-    try:
+    with ray_session(config) as where:
+        stream.write(f"ray: {where}, {cluster_cpus():g} CPUs\n")
+        _check_placeable(plan, where, stream)
         tracker = _open_tracker(config, plan)
-    except Exception as exc:
-        stop_ray()
-        raise ConfigError(f"tracking.uri={config.tracking_uri}: cannot open the MLflow store "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
-    progress = Progress(plan, concurrent_stages(plan), stream)
-    events = SweepEvents(config, plan, progress, tracker, stream)
-    try:
-        report = run_plan(plan, config, events)
-    except BaseException:
-        stop_ray()
-        _end_tracking(tracker, events, "KILLED")
-        raise
-    stop_ray()
+        progress = Progress(plan, concurrent_stages(plan), stream)
+        events = SweepEvents(config, plan, progress, tracker, stream)
+        try:
+            report = run_plan(plan, config, events)
+        except BaseException:
+            _end_tracking(tracker, events, "KILLED")
+            raise
     results_csv, per_problem_csv = write_tables(config, plan, report.outcomes)
     stream.write(progress.summary() + "\n")
     summary = SweepSummary(results_csv, per_problem_csv, config.tracking_uri, report.failed,
                            report.skipped, events.tracking_errors)
-    if config.analysis.enabled:
-        summary.analysis_files, summary.analysis_text = analyse(config, results_csv, tracker, events)
-    _end_tracking(tracker, events, "FINISHED" if not (report.failed or report.skipped) else "FAILED")
+    status = "FAILED"       # unless everything below finishes: never leave the run RUNNING
+    try:
+        if config.analysis.enabled:
+            summary.analysis_files, summary.analysis_text = analyse(config, results_csv, tracker,
+                                                                    events)
+        if not (report.failed or report.skipped):
+            status = "FINISHED"
+    finally:
+        _end_tracking(tracker, events, status)
     return summary
+
+
+def _check_placeable(plan: Plan, where: str, stream) -> None:
+    """A stage no node can ever hold is an error on a local Ray and a warning on a cluster
+    (whose autoscaler may still add such a node)."""
+    problems = unplaceable(plan)
+    if problems and where == "local":
+        raise ConfigError(f"{problems[0]}; point RAY_ADDRESS at a cluster that has such a "
+                          "node, or lower the request")
+    for problem in problems:
+        stream.write(f"warning: {problem}; its stages wait until the cluster has one\n")
 
 
 def analyse(config: Config, results_csv: Path, tracker, events: SweepEvents) -> tuple[list[Path], str]:
     """Fit the scaling laws on the fresh results and log them to the sweep's run."""
-    from analysis import InputError, run_fit
+    from analysis import FitOptions, InputError, run_fit
 
-    try:
-        report = run_fit(results_csv, config.output_dir / "analysis",
-                         baseline=config.analysis.baseline, n_boot=config.analysis.n_boot,
+    options = FitOptions(baseline=config.analysis.baseline, n_boot=config.analysis.n_boot,
                          level=config.analysis.level)
+    try:
+        report = run_fit(results_csv, config.output_dir / "analysis", options)
     except InputError as exc:
         return [], f"analysis skipped: {exc}"
     if not events.tracking_errors:
@@ -202,7 +217,7 @@ def analyse(config: Config, results_csv: Path, tracker, events: SweepEvents) -> 
                 tracker.log_sweep_files(report.files, "analysis")
             tracker.log_sweep_metrics(report.metrics())
         except Exception as exc:  # noqa: BLE001 - the fit is on disk either way
-            events.tracking_errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            events.tracking_errors.append(one_line(exc))
     return report.files, report.text()
 
 
@@ -210,25 +225,7 @@ def _end_tracking(tracker, events: SweepEvents, status: str) -> None:
     try:
         tracker.end_sweep(status)
     except Exception as exc:  # noqa: BLE001 - the sweep's own outcome matters more
-        events.tracking_errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
-
-
-def cluster_cpus() -> float:
-    import ray
-
-    return float(ray.cluster_resources().get("CPU", 1.0))
-
-
-def concurrent_stages(plan: Plan) -> int:
-    """How many typical stages the cluster runs at once (for the ETA): CPUs and, when
-    stages ask for them, GPUs are the limits."""
-    import ray
-
-    slots = cluster_cpus() / statistics.median(s.resources.num_cpus or 1 for s in plan.specs)
-    gpus = statistics.median(s.resources.num_gpus for s in plan.specs)
-    if gpus > 0:
-        slots = min(slots, ray.cluster_resources().get("GPU", 0.0) / gpus)
-    return max(1, int(slots))
+        events.tracking_errors.append(one_line(exc))
 
 
 def print_report(summary: SweepSummary, config: Config, stream=None) -> None:

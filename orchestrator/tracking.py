@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.config_schema import to_dict
 from orchestrator.planning import StageSpec
 from orchestrator.store import Outcome
 
@@ -135,11 +136,9 @@ class Tracker:
                 **spec.tag_dict}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.id)
         run_id = run.info.run_id
-        spec_file = Path(outcome.artifact_dir) / "spec.json"
-        params = flatten(json.loads(spec_file.read_text())["params"]) if spec_file.exists() else {}
-        self._log_params(run_id, params)
-        self._log_metrics(run_id, {**outcome.result, **extra_metrics},
-                          outcome.result.get("loss_curve", []))
+        self._log_params(run_id, flatten(to_dict(spec.params)))
+        self._log_metrics(run_id, {**to_dict(outcome.result), **extra_metrics},
+                          getattr(outcome.result, "loss_curve", []))
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status="FINISHED")

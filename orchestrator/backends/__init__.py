@@ -1,20 +1,29 @@
-"""Generation backends behind one interface (see base.py).
+"""Generation backends behind one interface (see base.py), and the one way stages use them.
 
-`make_backend` picks the configured one. vLLM is imported only when asked for:
-it is an optional GPU extra and cannot be installed on a CPU machine.
+`open_backend` builds the configured backend and closes it when the stage is
+done with it; `generate_and_grade` is the stages' common step: n completions
+per prompt, each graded against its problem's answer. vLLM is imported only
+when asked for: it is an optional GPU extra and cannot be installed on a CPU
+machine.
+
+This package must not import ray, mlflow or the stages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator.backends.base import Completion, GenerationBackend
+from orchestrator.backends.base import Completion, GenerationBackend, GenerationRequest
 
 if TYPE_CHECKING:
-    from orchestrator.config import GenerationConfig, ModelConfig
+    from orchestrator.config import GenerationConfig, ModelLoading
+    from orchestrator.tasks.grading import Grade
 
 
-def make_backend(cfg: GenerationConfig, model_path: str, model_cfg: ModelConfig) -> GenerationBackend:
+def make_backend(cfg: GenerationConfig, model_path: str, model_cfg: ModelLoading) -> GenerationBackend:
     if cfg.backend == "hf":
         from orchestrator.backends.hf import HFBackend
 
@@ -27,4 +36,55 @@ def make_backend(cfg: GenerationConfig, model_path: str, model_cfg: ModelConfig)
     raise ValueError(f"unknown generation backend {cfg.backend!r}")
 
 
-__all__ = ["Completion", "GenerationBackend", "make_backend"]
+@contextmanager
+def open_backend(cfg: GenerationConfig, model_path: str,
+                 model_cfg: ModelLoading) -> Iterator[GenerationBackend]:
+    """The configured backend, closed (model and memory freed) when the block ends."""
+    backend = make_backend(cfg, model_path, model_cfg)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+@dataclass(frozen=True)
+class Graded:
+    """One completion and its grade."""
+
+    completion: Completion
+    grade: Grade
+
+    @property
+    def text(self) -> str:
+        return self.completion.text
+
+    @property
+    def correct(self) -> bool:
+        return self.grade.correct
+
+
+@dataclass(frozen=True)
+class GradingRule:
+    """How completions are graded: the task's conventions and the time bound per answer."""
+
+    task: str                  # grading conventions (\\boxed first for math)
+    timeout_s: float = 5.0
+
+
+def generate_and_grade(backend: GenerationBackend, prompts: Sequence[str], answers: Sequence[str],
+                       request: GenerationRequest, rule: GradingRule) -> list[list[Graded]]:
+    """For each prompt, `request.n` completions graded against that prompt's answer."""
+    from orchestrator.tasks.grading import grade_batch
+
+    outputs = backend.generate(prompts, request)
+    flat = [(c, answer) for per_prompt, answer in zip(outputs, answers, strict=True)
+            for c in per_prompt]
+    grades = grade_batch([c.text for c, _ in flat], [a for _, a in flat],
+                         timeout_s=rule.timeout_s, task=rule.task)
+    graded = [Graded(c, g) for (c, _), g in zip(flat, grades, strict=True)]
+    n = request.n
+    return [graded[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+__all__ = ["Completion", "GenerationBackend", "GenerationRequest", "Graded", "GradingRule",
+           "generate_and_grade", "make_backend", "open_backend"]

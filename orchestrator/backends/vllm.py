@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.backends.base import Completion, check_request
-from orchestrator.config import ModelConfig
+from orchestrator.backends.base import Completion, GenerationRequest
+from orchestrator.config import ModelLoading
+from orchestrator.modeling import free_memory
 
 
 class VLLMBackend:
-    def __init__(self, model_path: str, model_config: ModelConfig, tensor_parallel_size: int = 1,
+    def __init__(self, model_path: str, model_config: ModelLoading, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.85):
         try:
             from vllm import LLM
@@ -28,14 +29,18 @@ class VLLMBackend:
                        gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
                        trust_remote_code=model_config.trust_remote_code, dtype=dtype)
 
-    def generate(self, prompts: Sequence[str], n: int = 1, temperature: float = 0.0,
-                 top_p: float = 1.0, max_new_tokens: int = 64, stop: Sequence[str] = (),
-                 seed: int = 0) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[str], request: GenerationRequest) -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        check_request(n, temperature)
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature else 1.0,
-                                max_tokens=max_new_tokens, stop=list(stop) or None, seed=seed)
+        r = request
+        params = SamplingParams(n=r.n, temperature=r.temperature,
+                                top_p=r.top_p if r.temperature else 1.0,
+                                max_tokens=r.max_new_tokens, stop=list(r.stop) or None, seed=r.seed)
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         return [[Completion(o.text, len(o.token_ids), o.finish_reason == "stop") for o in out.outputs]
                 for out in outputs]
+
+    def close(self) -> None:
+        # vLLM has no public shutdown: dropping the engine and collecting frees it.
+        del self.llm
+        free_memory()

@@ -1,9 +1,12 @@
-"""The stage registry: name -> plain function, code version, resource group.
+"""The stage registry: name -> plain function, inputs, result type, code version,
+resource group.
 
-A stage is `run(params, inputs, out_dir) -> Result`: a typed config slice and
-the artifact folders of its inputs in, files in `out_dir` and a typed result
-dataclass out. Stages know nothing of Ray or MLflow (they must not import
-either); `store.run_cached` and the runner wrap them.
+A stage is `run(params, inputs, out_dir) -> Result` (see `contract`): a typed
+config slice its module builds (`from_config`) and the artifact folders of its
+named inputs in, files in `out_dir` and a typed `StageResult` out. Stages know
+nothing of Ray, MLflow, the runner or planning (they must not import them);
+`store.run_cached` and the runner wrap them, and `orchestrator.planning` wires
+them into per-cell chains.
 
 Bump a stage's VERSION whenever a change to its code would change its output:
 the version is part of the cache key, so finished artifacts of the old code are
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_type_hints
 
 from orchestrator.stages import (
     base_model,
@@ -29,18 +32,23 @@ from orchestrator.stages import (
     step_pairs,
     teacher,
 )
+from orchestrator.stages.contract import StageResult
 
 
 @dataclass(frozen=True)
 class StageDef:
     name: str
-    run: Callable[..., Any]
+    run: Callable[..., StageResult]
+    inputs: tuple[str, ...]         # the input names `run` reads (`contract.In`)
+    result_type: type[StageResult]
     version: str
-    resource_group: str     # the entry of cluster.resources it runs with
+    resource_group: str             # the entry of cluster.resources it runs with
 
 
 def _define(name: str, module: Any, resource_group: str | None = None) -> StageDef:
-    return StageDef(name, module.run, module.VERSION, resource_group or name)
+    result_type = get_type_hints(module.run)["return"]
+    return StageDef(name, module.run, module.INPUTS, result_type, module.VERSION,
+                    resource_group or name)
 
 
 STAGES: dict[str, StageDef] = {

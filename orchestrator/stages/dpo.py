@@ -7,42 +7,36 @@ pit). The SFT model is both the starting point and the frozen reference
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import DPOConfig, ModelConfig
+from orchestrator.config import Config, DPOSettings, ModelLoading
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows
+from orchestrator.stages.contract import Files, GridPoint, In
+from orchestrator.training import TrainResult, TrainRun, dpo_train
 
 VERSION = "1"
+INPUTS = (In.MODEL, In.PAIRS)
 
 
 @dataclass(frozen=True)
 class DPOParams:
-    model: ModelConfig
-    dpo: DPOConfig
+    model: ModelLoading
+    dpo: DPOSettings
     device: str
     seed: int
 
-
-@dataclass(frozen=True)
-class DPOResult:
-    pairs: int
-    train_tokens: int
-    steps: int
-    final_loss: float
-    device: str
-    loss_curve: list = field(default_factory=list)
+    @classmethod
+    def from_config(cls, config: Config, point: GridPoint) -> DPOParams:
+        return cls(config.model.loading, config.train.dpo, config.train.device, point.seed)
 
 
-def run(params: DPOParams, inputs: dict[str, Path], out: Path) -> DPOResult:
-    from orchestrator.training import dpo_train
-
-    pairs = read_rows(inputs["pairs"] / "pairs.jsonl")
+def run(params: DPOParams, inputs: dict[str, Path], out: Path) -> TrainResult:
+    pairs = read_rows(inputs[In.PAIRS] / Files.PAIRS)
     if not pairs:
         raise RuntimeError("dpo: no preference pairs to train on (the SFT model's samples gave "
                            "none); raise sampling.samples_per_problem or use larger sizes n")
-    stats = dpo_train(model_path(inputs["model"]), params.model, pairs, params.dpo, params.seed, out,
-                      params.device)
-    return DPOResult(stats.examples, stats.train_tokens, stats.steps, stats.final_loss, stats.device,
-                     stats.loss_curve)
+    start = TrainRun(model_path(inputs[In.MODEL]), params.model, params.dpo, params.seed,
+                     params.device)
+    return dpo_train(start, pairs, out)

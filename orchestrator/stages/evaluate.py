@@ -12,31 +12,39 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import EvalConfig, GenerationConfig, ModelConfig, TaskConfig
+from orchestrator.backends import GenerationRequest, Graded, GradingRule
+from orchestrator.config import Config, EvalConfig, GenerationConfig, ModelLoading
 from orchestrator.modeling import model_path
 from orchestrator.records import write_rows
-from orchestrator.tasks import format_prompt, make_task
+from orchestrator.stages.contract import Files, In, StageResult
+from orchestrator.tasks import Problem, TaskSource, format_prompt, make_task
 
 VERSION = "2"  # 2: arith grading accepts only "#### N"
+INPUTS = (In.MODEL,)
 SAMPLING_SEED = 1234     # fixed: the same model always gets the same pass@k
 
 
 @dataclass(frozen=True)
 class EvalParams:
-    task: TaskConfig
+    task: TaskSource
+    n_test: int
     eval: EvalConfig
     generation: GenerationConfig
-    model: ModelConfig
+    model: ModelLoading
+
+    @classmethod
+    def from_config(cls, config: Config) -> EvalParams:
+        return cls(config.task.source, config.task.n_test, config.eval, config.generation,
+                   config.model.loading)
 
 
 @dataclass(frozen=True)
-class EvalResult:
+class EvalResult(StageResult):
     test_error: float
     pass_at_1: float
     pass_at_k: float          # nan when eval.pass_k is 0
     k: int
     n_test: int
-    generated_tokens: int
     grading_timeouts: int
 
 
@@ -48,48 +56,46 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
 
 
 def run(params: EvalParams, inputs: dict[str, Path], out: Path) -> EvalResult:
-    from orchestrator.backends import make_backend
-    from orchestrator.tasks.grading import grade_batch
+    from orchestrator.backends import open_backend
 
-    task = make_task(params.task)
-    problems = task.split("test")[:params.task.n_test]
-    prompts = [format_prompt(task.prompt_template, p.question) for p in problems]
-    backend = make_backend(params.generation, model_path(inputs["model"]), params.model)
-    gen = params.generation
-    greedy = [c[0] for c in backend.generate(prompts, n=1, temperature=0.0,
-                                              max_new_tokens=gen.max_new_tokens, stop=gen.stop)]
-    grades = grade_batch([c.text for c in greedy], [p.answer for p in problems],
-                         timeout_s=params.eval.grade_timeout_s, task=params.task.name)
-    rows = [{"problem_id": p.id, "completion": c.text, "extracted": g.extracted, "answer": p.answer,
-             "correct": g.correct, "num_tokens": c.num_tokens}
-            for p, c, g in zip(problems, greedy, grades, strict=True)]
-    tokens = sum(c.num_tokens for c in greedy)
-    timeouts = sum(g.timed_out for g in grades)
+    problems = make_task(params.task, n_train=0, n_test=params.n_test).split("test")
+    with open_backend(params.generation, model_path(inputs[In.MODEL]), params.model) as backend:
+        greedy = [g[0] for g in _generate(backend, problems, params, GenerationRequest(
+            max_new_tokens=params.generation.max_new_tokens, stop=params.generation.stop))]
+        sampled = _sampled(backend, problems, params) if params.eval.pass_k else None
+    rows = [{"problem_id": p.id, "completion": g.text, "extracted": g.grade.extracted,
+             "answer": p.answer, "correct": g.correct, "num_tokens": g.completion.num_tokens}
+            for p, g in zip(problems, greedy, strict=True)]
+    tokens = sum(g.completion.num_tokens for g in greedy)
+    timeouts = sum(g.grade.timed_out for g in greedy)
     k, pass_k = params.eval.pass_k, float("nan")
-    if k:
-        pass_k, extra_tokens, extra_timeouts = _sampled_pass_k(backend, prompts, problems, params, rows)
-        tokens += extra_tokens
-        timeouts += extra_timeouts
-    write_rows(out / "predictions.jsonl", rows)
+    if sampled is not None:
+        scores = []
+        for row, samples in zip(rows, sampled, strict=True):
+            row["samples_correct"] = sum(g.correct for g in samples)
+            scores.append(pass_at_k(len(samples), row["samples_correct"], k))
+        pass_k = sum(scores) / len(scores)
+        tokens += sum(g.completion.num_tokens for samples in sampled for g in samples)
+        timeouts += sum(g.grade.timed_out for samples in sampled for g in samples)
+    write_rows(out / Files.PREDICTIONS, rows)
     accuracy = sum(r["correct"] for r in rows) / len(rows)
-    return EvalResult(1.0 - accuracy, accuracy, pass_k, k, len(rows), tokens, timeouts)
+    return EvalResult(1.0 - accuracy, accuracy, pass_k, k, len(rows), timeouts,
+                      generated_tokens=tokens)
 
 
-def _sampled_pass_k(backend, prompts, problems, params: EvalParams, rows: list[dict]):
-    from orchestrator.tasks.grading import grade_batch
+def _sampled(backend, problems: list[Problem], params: EvalParams) -> list[list[Graded]]:
+    """`eval.pass_k_samples` (or k) sampled completions per problem, for pass@k."""
+    return _generate(backend, problems, params, GenerationRequest(
+        n=params.eval.pass_k_samples or params.eval.pass_k, temperature=params.eval.temperature,
+        max_new_tokens=params.generation.max_new_tokens, stop=params.generation.stop,
+        seed=SAMPLING_SEED))
 
-    k = params.eval.pass_k
-    samples = params.eval.pass_k_samples or k
-    outputs = backend.generate(prompts, n=samples, temperature=params.eval.temperature,
-                               max_new_tokens=params.generation.max_new_tokens,
-                               stop=params.generation.stop, seed=SAMPLING_SEED)
-    flat = [c for per_problem in outputs for c in per_problem]
-    grades = grade_batch([c.text for c in flat], [p.answer for p in problems for _ in range(samples)],
-                         timeout_s=params.eval.grade_timeout_s, task=params.task.name)
-    scores = []
-    for i, row in enumerate(rows):
-        correct = sum(g.correct for g in grades[i * samples:(i + 1) * samples])
-        row["samples_correct"] = correct
-        scores.append(pass_at_k(samples, correct, k))
-    return (sum(scores) / len(scores), sum(c.num_tokens for c in flat),
-            sum(g.timed_out for g in grades))
+
+def _generate(backend, problems: list[Problem], params: EvalParams,
+              request: GenerationRequest) -> list[list[Graded]]:
+    from orchestrator.backends import generate_and_grade
+
+    template = params.task.prompt_template
+    return generate_and_grade(backend, [format_prompt(template, p.question) for p in problems],
+                              [p.answer for p in problems], request,
+                              GradingRule(params.task.name, params.eval.grade_timeout_s))

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import PairsConfig
+from orchestrator.config import Config, PairsConfig
 from orchestrator.credit import outcome_pairs
 from orchestrator.records import read_rows, write_rows
+from orchestrator.stages.contract import Files, GridPoint, In, StageResult
 
 VERSION = "1"
+INPUTS = (In.SAMPLES,)
 
 
 @dataclass(frozen=True)
@@ -22,15 +24,19 @@ class PairsParams:
     pairs: PairsConfig
     seed: int
 
+    @classmethod
+    def from_config(cls, config: Config, point: GridPoint) -> PairsParams:
+        return cls(config.pairs, point.seed)
+
 
 @dataclass(frozen=True)
-class PairsResult:
+class PairsResult(StageResult):
     pairs: int
     problems: int
 
 
 def run(params: PairsParams, inputs: dict[str, Path], out: Path) -> PairsResult:
-    samples = read_rows(inputs["samples"] / "samples.jsonl")
+    samples = read_rows(inputs[In.SAMPLES] / Files.SAMPLES)
     pairs = outcome_pairs(samples, params.pairs.max_pairs_per_problem, params.seed)
-    write_rows(out / "pairs.jsonl", pairs)
+    write_rows(out / Files.PAIRS, pairs)
     return PairsResult(len(pairs), len({p["problem_id"] for p in pairs}))

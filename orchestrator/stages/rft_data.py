@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import RFTConfig
+from orchestrator.config import Config, RFTConfig
 from orchestrator.credit import rft_positives
 from orchestrator.records import read_rows, write_rows
+from orchestrator.stages.contract import Files, GridPoint, In, StageResult
 
 VERSION = "3"  # 2: self-samples duplicating the teacher solution are dropped; 3: "= 8." dedups as "= 8"
+
+INPUTS = (In.SAMPLES, In.DATA)
 
 
 @dataclass(frozen=True)
@@ -24,9 +27,13 @@ class RFTDataParams:
     rft: RFTConfig
     n: int
 
+    @classmethod
+    def from_config(cls, config: Config, point: GridPoint) -> RFTDataParams:
+        return cls(config.rft, point.n)
+
 
 @dataclass(frozen=True)
-class RFTDataResult:
+class RFTDataResult(StageResult):
     examples: int
     teacher_examples: int
     self_positives: int
@@ -35,12 +42,12 @@ class RFTDataResult:
 
 
 def run(params: RFTDataParams, inputs: dict[str, Path], out: Path) -> RFTDataResult:
-    samples = read_rows(inputs["samples"] / "samples.jsonl")
+    samples = read_rows(inputs[In.SAMPLES] / Files.SAMPLES)
     teacher = []
     if params.rft.include_teacher_data:
         teacher = [{"problem_id": r["problem_id"], "prompt": r["prompt"],
                     "completion": r["completion"], "source": "teacher"}
-                   for r in read_rows(inputs["data"] / "data.jsonl", limit=params.n)]
+                   for r in read_rows(inputs[In.DATA] / Files.DATA, limit=params.n)]
     # D_syn union D+ is a set union: a self-sample with the teacher's steps adds nothing.
     known = {r["problem_id"]: [r["completion"]] for r in teacher}
     positives = rft_positives(samples, params.rft.max_per_problem, params.rft.dedup, known)
@@ -49,6 +56,6 @@ def run(params: RFTDataParams, inputs: dict[str, Path], out: Path) -> RFTDataRes
     if not rows and not teacher:
         raise RuntimeError("rft_data: the SFT model solved none of its training problems and "
                            "rft.include_teacher_data is false, so there is nothing to train on")
-    write_rows(out / "data.jsonl", teacher + rows)
+    write_rows(out / Files.DATA, teacher + rows)
     return RFTDataResult(len(teacher) + len(rows), len(teacher), len(rows),
                          sum(s["correct"] for s in samples), len({r["problem_id"] for r in rows}))

@@ -19,13 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import GenerationConfig, ModelConfig, PerStepConfig, SamplingConfig
+from orchestrator.config import Config, GenerationConfig, ModelLoading
 from orchestrator.credit import prefix_prompts, step_advantages, step_values
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows, write_rows
+from orchestrator.stages.contract import Files, GridPoint, In, StageResult
 from orchestrator.tasks.base import split_steps
 
 VERSION = "2"  # 2: V_0 from the self-samples
+INPUTS = (In.MODEL, In.SAMPLES)
 
 
 @dataclass(frozen=True)
@@ -34,31 +36,29 @@ class RolloutParams:
     temperature: float
     negatives_per_problem: int
     generation: GenerationConfig
-    model: ModelConfig
+    model: ModelLoading
     task_name: str
     seed: int
     v0_from_samples: bool = True    # the M self-samples, drawn at this temperature, give V_0
 
     @classmethod
-    def from_config(cls, per_step: PerStepConfig, sampling: SamplingConfig,
-                    generation: GenerationConfig, model: ModelConfig, task_name: str,
-                    seed: int) -> RolloutParams:
+    def from_config(cls, config: Config, point: GridPoint) -> RolloutParams:
         # The pit rule and pair cap are not here: changing them must not redo rollouts.
+        per_step, sampling = config.per_step, config.sampling
         return cls(per_step.rollouts, per_step.temperature, per_step.negatives_per_problem,
-                   generation, model, task_name, seed,
+                   config.generation, config.model.loading, config.task.name, point.seed,
                    # rollouts sample with top_p 1: the samples match only if they did too
                    v0_from_samples=(sampling.temperature == per_step.temperature
                                     and sampling.top_p == 1.0))
 
 
 @dataclass(frozen=True)
-class RolloutResult:
+class RolloutResult(StageResult):
     negatives: int
     prefixes: int
     unique_prefixes: int
     rollouts: int
     mean_value: float
-    generated_tokens: int
 
 
 def select_negatives(samples: list[dict], per_problem: int) -> list[dict]:
@@ -78,27 +78,28 @@ def select_negatives(samples: list[dict], per_problem: int) -> list[dict]:
 
 
 def run(params: RolloutParams, inputs: dict[str, Path], out: Path) -> RolloutResult:
-    from orchestrator.backends import make_backend
-    from orchestrator.tasks.grading import grade_batch
+    from orchestrator.backends import (
+        GenerationRequest,
+        GradingRule,
+        generate_and_grade,
+        open_backend,
+    )
 
-    samples = read_rows(inputs["samples"] / "samples.jsonl")
+    samples = read_rows(inputs[In.SAMPLES] / Files.SAMPLES)
     negatives = select_negatives(samples, params.negatives_per_problem)
     plans = [(s, split_steps(s["completion"])) for s in negatives]
     first = 1 if params.v0_from_samples else 0
     prompts = {(s["answer"], p) for s, steps in plans
                for p in prefix_prompts(s["prompt"], steps)[first:]}
     unique = sorted(prompts)
-    backend = make_backend(params.generation, model_path(inputs["model"]), params.model)
-    outputs = backend.generate([p for _, p in unique], n=params.rollouts,
-                               temperature=params.temperature,
-                               max_new_tokens=params.generation.max_new_tokens,
-                               stop=params.generation.stop, seed=params.seed)
-    flat = [(answer, c) for (answer, _), per_prompt in zip(unique, outputs, strict=True)
-            for c in per_prompt]
-    grades = grade_batch([c.text for _, c in flat], [a for a, _ in flat], task=params.task_name)
-    k = params.rollouts
-    by_prompt = {key: ([c.text for c in outputs[i]], [g.correct for g in grades[i * k:(i + 1) * k]])
-                 for i, key in enumerate(unique)}
+    request = GenerationRequest(n=params.rollouts, temperature=params.temperature,
+                                max_new_tokens=params.generation.max_new_tokens,
+                                stop=params.generation.stop, seed=params.seed)
+    with open_backend(params.generation, model_path(inputs[In.MODEL]), params.model) as backend:
+        graded = generate_and_grade(backend, [p for _, p in unique], [a for a, _ in unique],
+                                    request, GradingRule(params.task_name))
+    by_prompt = {key: ([g.text for g in runs], [g.correct for g in runs])
+                 for key, runs in zip(unique, graded, strict=True)}
     if params.v0_from_samples:
         # V_0 is the success rate from the bare problem: exactly what the M
         # self-samples measure when drawn at the rollout temperature.
@@ -107,11 +108,12 @@ def run(params: RolloutParams, inputs: dict[str, Path], out: Path) -> RolloutRes
             texts.append(s["completion"])
             outcomes.append(bool(s["correct"]))
     rows = [_row(s, steps, by_prompt) for s, steps in plans]
-    write_rows(out / "rollouts.jsonl", rows)
+    write_rows(out / Files.ROLLOUTS, rows)
     values = [v for r in rows for v in r["values"][:-1]]
+    flat = [g for runs in graded for g in runs]
     return RolloutResult(len(rows), sum(len(steps) - first for _, steps in plans), len(unique),
                          len(flat), sum(values) / len(values) if values else float("nan"),
-                         sum(c.num_tokens for _, c in flat))
+                         generated_tokens=sum(g.completion.num_tokens for g in flat))
 
 
 def _row(sample: dict, steps: list[str], by_prompt: dict) -> dict:

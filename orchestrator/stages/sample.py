@@ -11,54 +11,63 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import GenerationConfig, ModelConfig, SamplingConfig
+from orchestrator.config import Config, GenerationConfig, ModelLoading, SamplingConfig
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows, write_rows
+from orchestrator.stages.contract import Files, GridPoint, In, StageResult
 
 VERSION = "1"
+INPUTS = (In.MODEL, In.DATA)
 
 
 @dataclass(frozen=True)
 class SampleParams:
     sampling: SamplingConfig
     generation: GenerationConfig
-    model: ModelConfig
+    model: ModelLoading
     task_name: str       # grading conventions (\\boxed first for math)
     n: int
     seed: int
 
+    @classmethod
+    def from_config(cls, config: Config, point: GridPoint) -> SampleParams:
+        return cls(config.sampling, config.generation, config.model.loading, config.task.name, point.n,
+                   point.seed)
+
 
 @dataclass(frozen=True)
-class SampleResult:
+class SampleResult(StageResult):
     problems: int
     samples: int
     correct_fraction: float
     problems_with_correct: int
     problems_with_incorrect: int
-    generated_tokens: int
 
 
 def run(params: SampleParams, inputs: dict[str, Path], out: Path) -> SampleResult:
-    from orchestrator.backends import make_backend
-    from orchestrator.tasks.grading import grade_batch
+    from orchestrator.backends import (
+        GenerationRequest,
+        GradingRule,
+        generate_and_grade,
+        open_backend,
+    )
 
-    problems = read_rows(inputs["data"] / "data.jsonl", limit=params.n)
-    m = params.sampling.samples_per_problem
-    backend = make_backend(params.generation, model_path(inputs["model"]), params.model)
-    outputs = backend.generate([p["prompt"] for p in problems], n=m,
-                               temperature=params.sampling.temperature, top_p=params.sampling.top_p,
-                               max_new_tokens=params.generation.max_new_tokens,
-                               stop=params.generation.stop, seed=params.seed)
-    flat = [(p, j, c) for p, per_problem in zip(problems, outputs, strict=True)
-            for j, c in enumerate(per_problem)]
-    grades = grade_batch([c.text for _, _, c in flat], [p["answer"] for p, _, _ in flat],
-                         task=params.task_name)
+    problems = read_rows(inputs[In.DATA] / Files.DATA, limit=params.n)
+    sampling = params.sampling
+    request = GenerationRequest(n=sampling.samples_per_problem, temperature=sampling.temperature,
+                                top_p=sampling.top_p, max_new_tokens=params.generation.max_new_tokens,
+                                stop=params.generation.stop, seed=params.seed)
+    with open_backend(params.generation, model_path(inputs[In.MODEL]), params.model) as backend:
+        graded = generate_and_grade(backend, [p["prompt"] for p in problems],
+                                    [p["answer"] for p in problems], request,
+                                    GradingRule(params.task_name))
     rows = [{"problem_id": p["problem_id"], "prompt": p["prompt"], "answer": p["answer"],
-             "sample_index": j, "completion": c.text, "extracted": g.extracted,
-             "correct": g.correct, "num_tokens": c.num_tokens}
-            for (p, j, c), g in zip(flat, grades, strict=True)]
-    write_rows(out / "samples.jsonl", rows)
+             "sample_index": j, "completion": g.text, "extracted": g.grade.extracted,
+             "correct": g.correct, "num_tokens": g.completion.num_tokens}
+            for p, samples in zip(problems, graded, strict=True) for j, g in enumerate(samples)]
+    write_rows(out / Files.SAMPLES, rows)
     correct_ids = {r["problem_id"] for r in rows if r["correct"]}
     incorrect_ids = {r["problem_id"] for r in rows if not r["correct"]}
     return SampleResult(len(problems), len(rows), len([r for r in rows if r["correct"]]) / len(rows),
-                        len(correct_ids), len(incorrect_ids), sum(r["num_tokens"] for r in rows))
+                        len(correct_ids), len(incorrect_ids),
+                        generated_tokens=sum(r["num_tokens"] for r in rows))

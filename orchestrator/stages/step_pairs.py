@@ -14,11 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import PerStepConfig
+from orchestrator.config import Config
 from orchestrator.credit import first_pit, per_step_pair
 from orchestrator.records import read_rows, write_rows
+from orchestrator.stages.contract import Files, GridPoint, In, StageResult
 
 VERSION = "1"
+INPUTS = (In.ROLLOUTS, In.SAMPLES, In.DATA)
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,12 @@ class StepPairsParams:
     n: int
 
     @classmethod
-    def from_config(cls, per_step: PerStepConfig, n: int) -> StepPairsParams:
-        return cls(per_step.pit_rule, per_step.max_pairs_per_problem, n)
+    def from_config(cls, config: Config, point: GridPoint) -> StepPairsParams:
+        return cls(config.per_step.pit_rule, config.per_step.max_pairs_per_problem, point.n)
 
 
 @dataclass(frozen=True)
-class StepPairsResult:
+class StepPairsResult(StageResult):
     pairs: int
     negatives: int
     negatives_without_pit: int
@@ -59,13 +61,13 @@ def chosen_continuation(row: dict, pit: int, correct_samples: dict[str, str],
 
 
 def run(params: StepPairsParams, inputs: dict[str, Path], out: Path) -> StepPairsResult:
-    rows = read_rows(inputs["rollouts"] / "rollouts.jsonl")
-    samples = read_rows(inputs["samples"] / "samples.jsonl")
+    rows = read_rows(inputs[In.ROLLOUTS] / Files.ROLLOUTS)
+    samples = read_rows(inputs[In.SAMPLES] / Files.SAMPLES)
     correct = {}
     for s in sorted((s for s in samples if s["correct"]), key=lambda s: len(s["completion"])):
         correct.setdefault(s["problem_id"], s["completion"])
     teacher = {r["problem_id"]: r["completion"]
-               for r in read_rows(inputs["data"] / "data.jsonl", limit=params.n)}
+               for r in read_rows(inputs[In.DATA] / Files.DATA, limit=params.n)}
     pairs, sources, pits, no_pit = [], {"rollout": 0, "sample": 0, "teacher": 0}, [], 0
     per_problem: dict[str, set] = {}
     for row in rows:
@@ -84,6 +86,6 @@ def run(params: StepPairsParams, inputs: dict[str, Path], out: Path) -> StepPair
         pairs.append({"problem_id": row["problem_id"], "prompt": pair.prompt, "chosen": pair.chosen,
                       "rejected": pair.rejected, "pit": pit, "values": row["values"],
                       "advantages": row["advantages"], "chosen_source": choice[1]})
-    write_rows(out / "pairs.jsonl", pairs)
+    write_rows(out / Files.PAIRS, pairs)
     return StepPairsResult(len(pairs), len(rows), no_pit, sources["rollout"], sources["sample"],
                            sources["teacher"], sum(pits) / len(pits) if pits else float("nan"))

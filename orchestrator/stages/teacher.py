@@ -16,32 +16,50 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import GenerationConfig, ModelConfig, TaskConfig, TeacherConfig
+from orchestrator.config import Config, GenerationConfig, ModelLoading, TeacherConfig
 from orchestrator.records import write_rows
-from orchestrator.tasks import Problem, format_prompt, make_task
+from orchestrator.stages.contract import Files, StageResult
+from orchestrator.tasks import Problem, Task, TaskSource, format_prompt, make_task
 
 VERSION = "1"
+INPUTS = ()
 CHUNK = 512
 
 
 @dataclass(frozen=True)
-class TeacherParams:
-    task: TaskConfig
-    teacher: TeacherConfig
+class OracleTeacherParams:
+    """The task's exact solver: no teacher knob changes what it writes."""
+
+    task: TaskSource
     n_max: int
-    # Only a model teacher reads these; the planner leaves them None for the
-    # oracle so that they do not enter its cache key.
-    generation: GenerationConfig | None = None
-    model: ModelConfig | None = None    # dtype and trust_remote_code of the teacher model
 
 
 @dataclass(frozen=True)
-class TeacherResult:
+class ModelTeacherParams:
+    task: TaskSource
+    n_train: int                # training problems the teacher may try
+    teacher: TeacherConfig
+    n_max: int
+    generation: GenerationConfig
+    model: ModelLoading         # how the teacher model is loaded
+
+
+TeacherParams = OracleTeacherParams | ModelTeacherParams
+
+
+def from_config(config: Config) -> TeacherParams:
+    if config.teacher.kind == "oracle":
+        return OracleTeacherParams(config.task.source, config.pool_size)
+    return ModelTeacherParams(config.task.source, config.task.n_train, config.teacher,
+                              config.pool_size, config.generation, config.model.loading)
+
+
+@dataclass(frozen=True)
+class TeacherResult(StageResult):
     kind: str
     pool_size: int
     problems_tried: int
     teacher_accuracy: float     # fraction of tried problems with a kept solution
-    generated_tokens: int
 
 
 def record(problem: Problem, template: str, completion: str) -> dict:
@@ -50,47 +68,53 @@ def record(problem: Problem, template: str, completion: str) -> dict:
 
 
 def run(params: TeacherParams, inputs: dict[str, Path], out: Path) -> TeacherResult:
-    task = make_task(params.task)
-    problems = task.split("train")
-    if params.teacher.kind == "oracle":
-        rows = [record(p, task.prompt_template, p.solution) for p in problems[:params.n_max]]
-        tried, tokens = len(rows), 0
+    if isinstance(params, OracleTeacherParams):
+        task = make_task(params.task, n_train=params.n_max, n_test=0)
+        rows = [record(p, task.prompt_template, p.solution) for p in task.split("train")]
+        tried, tokens, kind = len(rows), 0, "oracle"
     else:
-        rows, tried, tokens = _model_teacher(params, task, problems)
+        task = make_task(params.task, n_train=params.n_train, n_test=0)
+        rows, tried, tokens = _model_teacher(params, task)
+        kind = "model"
     if len(rows) < params.n_max:
         raise RuntimeError(
             f"teacher_generate: the teacher solved only {len(rows)} of {tried} training problems, "
             f"fewer than the largest grid size {params.n_max}; raise task.n_train, "
             "teacher.samples_per_problem, or lower grid.sizes")
-    write_rows(out / "data.jsonl", rows)
-    return TeacherResult(params.teacher.kind, len(rows), tried, len(rows) / max(tried, 1), tokens)
+    write_rows(out / Files.DATA, rows)
+    return TeacherResult(kind, len(rows), tried, len(rows) / max(tried, 1),
+                         generated_tokens=tokens)
 
 
-def _model_teacher(params: TeacherParams, task, problems: list[Problem]):
-    from orchestrator.backends import make_backend
-    from orchestrator.tasks.grading import grade_batch
+def _model_teacher(params: ModelTeacherParams, task: Task) -> tuple[list[dict], int, int]:
+    from orchestrator.backends import (
+        GenerationRequest,
+        GradingRule,
+        generate_and_grade,
+        open_backend,
+    )
 
     teacher = params.teacher
-    backend = make_backend(params.generation, teacher.model, params.model)
+    problems = task.split("train")
     rows, tried, tokens = [], 0, 0
-    for chunk_start in range(0, len(problems), CHUNK):
-        chunk = problems[chunk_start:chunk_start + CHUNK]
-        prompts = [format_prompt(task.prompt_template, p.question) for p in chunk]
-        samples = backend.generate(prompts, n=teacher.samples_per_problem,
-                                   temperature=teacher.temperature,
-                                   max_new_tokens=teacher.max_new_tokens,
-                                   stop=params.generation.stop, seed=chunk_start)
-        flat = [c for per_problem in samples for c in per_problem]
-        grades = grade_batch([c.text for c in flat],
-                             [p.answer for p in chunk for _ in range(teacher.samples_per_problem)],
-                             task=params.task.name)
-        tokens += sum(c.num_tokens for c in flat)
-        for i, problem in enumerate(chunk):
-            tried += 1
-            m = teacher.samples_per_problem
-            kept = next((flat[i * m + j].text for j in range(m) if grades[i * m + j].correct), None)
-            if kept is not None:
-                rows.append(record(problem, task.prompt_template, kept))
-            if len(rows) == params.n_max:
-                return rows, tried, tokens
+    with open_backend(params.generation, teacher.model, params.model) as backend:
+        for chunk_start in range(0, len(problems), CHUNK):
+            chunk = problems[chunk_start:chunk_start + CHUNK]
+            request = GenerationRequest(n=teacher.samples_per_problem,
+                                        temperature=teacher.temperature,
+                                        max_new_tokens=teacher.max_new_tokens,
+                                        stop=params.generation.stop, seed=chunk_start)
+            graded = generate_and_grade(backend,
+                                        [format_prompt(task.prompt_template, p.question)
+                                         for p in chunk],
+                                        [p.answer for p in chunk], request,
+                                        GradingRule(params.task.name))
+            tokens += sum(g.completion.num_tokens for attempts in graded for g in attempts)
+            for problem, attempts in zip(chunk, graded, strict=True):
+                tried += 1
+                kept = next((g.text for g in attempts if g.correct), None)
+                if kept is not None:
+                    rows.append(record(problem, task.prompt_template, kept))
+                if len(rows) == params.n_max:
+                    return rows, tried, tokens
     return rows, tried, tokens

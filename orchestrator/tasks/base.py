@@ -19,6 +19,34 @@ from typing import Protocol
 # newline so that the first generated token starts the first step.
 DEFAULT_PROMPT_TEMPLATE = "Question: {question}\nAnswer:\n"
 
+# The benchmarks `make_task` builds (and `task.name` accepts).
+TASK_NAMES = ("arith", "gsm8k", "math")
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """Which problems a task has: `TaskConfig` without the split sizes.
+
+    Stages put this in their config slice and state how many problems of each
+    split they read (`make_task(source, n_train, n_test)`); splits are
+    prefix-stable, so reading fewer problems never changes the ones read.
+    """
+
+    name: str
+    path: str
+    prompt_template: str
+    seed: int
+    min_steps: int
+    max_steps: int
+    max_operand: int
+    max_value: int
+    ops: tuple[str, ...]
+    calculator_annotations: bool
+    restate_sentences: bool
+    strip_calculator_annotations: bool
+    levels: tuple[int, ...]
+    subjects: tuple[str, ...]
+
 
 @dataclass(frozen=True)
 class Problem:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.backends import make_backend
-from orchestrator.backends.base import check_request, cut_at_stop
-from orchestrator.config import GenerationConfig, ModelConfig
+from orchestrator.backends import GenerationRequest, make_backend
+from orchestrator.backends.base import cut_at_stop
+from orchestrator.config import GenerationConfig, ModelLoading
 from orchestrator.tiny_model import TinyLlamaSpec, save_tiny_model
 
 PROMPTS = ["Question: Mia has 7 shells.\nAnswer:\n", "Question: Tom has 2 coins and finds 3.\nAnswer:\n",
@@ -19,42 +19,48 @@ def backend(tmp_path_factory):
     texts = [p + "7 + 5 = 12\n#### 12" for p in PROMPTS] * 20
     save_tiny_model(texts, TinyLlamaSpec(hidden_size=32, num_layers=1, num_heads=2,
                                          intermediate_size=64), seed=0, out_dir=folder)
-    return make_backend(GenerationConfig(batch_size=4), str(folder), ModelConfig())
+    return make_backend(GenerationConfig(batch_size=4), str(folder), ModelLoading())
 
 
 def test_shapes_and_token_counts(backend):
-    out = backend.generate(PROMPTS, n=3, temperature=1.0, max_new_tokens=8, seed=0)
+    out = backend.generate(PROMPTS, GenerationRequest(n=3, temperature=1.0, max_new_tokens=8))
     assert [len(per_prompt) for per_prompt in out] == [3, 3, 3]
     assert all(0 < c.num_tokens <= 8 for per_prompt in out for c in per_prompt)
 
 
 def test_greedy_is_deterministic_and_independent_of_batching(backend):
-    alone = [backend.generate([p], max_new_tokens=10)[0][0].text for p in PROMPTS]
-    together = [c[0].text for c in backend.generate(PROMPTS, max_new_tokens=10)]
+    greedy = GenerationRequest(max_new_tokens=10)
+    alone = [backend.generate([p], greedy)[0][0].text for p in PROMPTS]
+    together = [c[0].text for c in backend.generate(PROMPTS, greedy)]
     assert alone == together
 
 
 def test_sampling_is_reproducible_by_seed(backend):
-    a = backend.generate(PROMPTS, n=2, temperature=1.0, max_new_tokens=10, seed=7)
-    b = backend.generate(PROMPTS, n=2, temperature=1.0, max_new_tokens=10, seed=7)
-    assert [[c.text for c in x] for x in a] == [[c.text for c in x] for x in b]
+    request = GenerationRequest(n=2, temperature=1.0, max_new_tokens=10, seed=7)
+    a = backend.generate(PROMPTS, request)
+    b = backend.generate(PROMPTS, request)
+    other = backend.generate(PROMPTS, GenerationRequest(n=2, temperature=1.0, max_new_tokens=10,
+                                                        seed=8))
+    texts = [[c.text for c in x] for x in a]
+    assert texts == [[c.text for c in x] for x in b]
+    assert texts != [[c.text for c in x] for x in other]
 
 
 def test_stop_strings_cut_the_completion(backend):
     sample = {"n": 1, "temperature": 1.0, "max_new_tokens": 12, "seed": 3}
-    full = backend.generate(PROMPTS[:1], **sample)[0][0]
+    full = backend.generate(PROMPTS[:1], GenerationRequest(**sample))[0][0]
     position = next((i for i, ch in enumerate(full.text) if i > 0 and not ch.isspace()), None)
     assert position is not None, "an untrained model samples more than whitespace"
     stop = full.text[position]
-    cut = backend.generate(PROMPTS[:1], stop=[stop], **sample)[0][0]
+    cut = backend.generate(PROMPTS[:1], GenerationRequest(stop=(stop,), **sample))[0][0]
     assert cut.text == full.text[:full.text.find(stop)] and cut.finished
 
 
 def test_request_checks():
     with pytest.raises(ValueError, match="greedy decoding"):
-        check_request(2, 0.0)
+        GenerationRequest(n=2, temperature=0.0)
     with pytest.raises(ValueError, match="n must be >= 1"):
-        check_request(0, 1.0)
+        GenerationRequest(n=0, temperature=1.0)
     assert cut_at_stop("a\n\nQuestion: b", ["\n\nQuestion:", "zz"]) == ("a", True)
     assert cut_at_stop("abc", ["zz"]) == ("abc", False)
 
@@ -67,4 +73,30 @@ def test_vllm_backend_says_how_to_install_it():
     except ImportError:
         pass
     with pytest.raises(RuntimeError, match=r"install the GPU extra"):
-        make_backend(GenerationConfig(backend="vllm"), "x", ModelConfig())
+        make_backend(GenerationConfig(backend="vllm"), "x", ModelLoading())
+
+
+def test_generate_and_grade_keeps_each_completion_with_its_prompts_answer():
+    from orchestrator.backends import GradingRule, generate_and_grade
+    from orchestrator.backends.base import Completion
+
+    class Echo:     # answers "#### <index of the sample>" for every prompt
+        def generate(self, prompts, request):
+            return [[Completion(f"#### {j}", 2, True) for j in range(request.n)] for _ in prompts]
+
+    graded = generate_and_grade(Echo(), ["p0", "p1", "p2"], ["0", "1", "2"],
+                                GenerationRequest(n=3, temperature=1.0), GradingRule("arith"))
+    assert [[g.correct for g in per_prompt] for per_prompt in graded] == [
+        [True, False, False], [False, True, False], [False, False, True]]
+    assert graded[1][1].text == "#### 1" and graded[1][1].grade.extracted == "1"
+
+
+def test_open_backend_frees_the_model_when_the_block_ends(tmp_path):
+    from orchestrator.backends import open_backend
+
+    folder = tmp_path / "model"
+    save_tiny_model([p + "#### 1" for p in PROMPTS] * 10, TinyLlamaSpec(
+        hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), seed=0, out_dir=folder)
+    with open_backend(GenerationConfig(), str(folder), ModelLoading()) as opened:
+        assert opened.model is not None
+    assert opened.model is None

@@ -13,7 +13,7 @@ import pytest
 
 import orchestrator.backends
 from orchestrator.backends.base import Completion
-from orchestrator.config import GenerationConfig, ModelConfig, PerStepConfig, SamplingConfig
+from orchestrator.config import config_from_dict
 from orchestrator.credit import (
     dedup_key,
     first_pit,
@@ -27,6 +27,7 @@ from orchestrator.credit import (
 )
 from orchestrator.records import read_rows, write_rows
 from orchestrator.stages import rollouts, step_pairs
+from orchestrator.stages.contract import GridPoint
 
 PROMPT = "Question: Mia has 7 shells. She finds 5 more. She gives away 3. How many?\nAnswer:\n"
 GOOD = ["7 + 5 = 12", "12 - 3 = 9", "#### 9"]
@@ -47,7 +48,8 @@ class StandInPolicy:
         self.success = success
         self.calls: list[list[str]] = []
 
-    def generate(self, prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=64, stop=(), seed=0):
+    def generate(self, prompts, request):
+        n = request.n
         self.calls.append(list(prompts))
         out = []
         for prompt in prompts:
@@ -56,6 +58,9 @@ class StandInPolicy:
             right = text(GOOD[done:]) if done < len(GOOD) else "#### 9"
             out.append([Completion(right if i < wins else "#### 0", 5, True) for i in range(n)])
         return out
+
+    def close(self):
+        pass
 
 
 def prefix(steps, i):
@@ -162,10 +167,10 @@ def stand_in(monkeypatch):
 def run_rollouts(tmp_path, samples, k=4, negatives=4, v0_from_samples=False):
     (tmp_path / "samples").mkdir()
     write_rows(tmp_path / "samples" / "samples.jsonl", samples)
-    sampling = SamplingConfig(temperature=0.7 if v0_from_samples else 1.0)
-    params = rollouts.RolloutParams.from_config(
-        PerStepConfig(rollouts=k, negatives_per_problem=negatives, temperature=0.7), sampling,
-        GenerationConfig(), ModelConfig(), "arith", seed=0)
+    config = config_from_dict({
+        "sampling": {"temperature": 0.7 if v0_from_samples else 1.0},
+        "per_step": {"rollouts": k, "negatives_per_problem": negatives, "temperature": 0.7}})
+    params = rollouts.RolloutParams.from_config(config, GridPoint(n=1, seed=0))
     assert params.v0_from_samples == v0_from_samples
     out = tmp_path / "rollouts"
     out.mkdir()

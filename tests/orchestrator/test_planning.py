@@ -92,3 +92,60 @@ def test_cells_carry_their_whole_chain():
     stages = [plan.get(k).stage for k in cell.chain]
     assert stages == ["base_model", "teacher_generate", "sft", "evaluate"]
     assert cell.chain[-1] == cell.eval_key
+
+
+# ---------------------------------------------------------------- the planning layer
+
+
+def test_every_stage_is_wired_with_exactly_the_inputs_it_reads():
+    from orchestrator.stages import STAGES
+
+    plan = plan_for(grid__data_types=["sft_teacher", "rft_self", "dpo_negative", "dpo_per_step"])
+    for spec in plan.specs:
+        assert sorted(name for name, _ in spec.inputs) == sorted(STAGES[spec.stage].inputs), spec.id
+
+
+def test_make_spec_rejects_inputs_the_stage_does_not_read():
+    import pytest
+
+    from orchestrator.planning import make_spec
+    from orchestrator.stages.pairs import PairsParams
+
+    config = config_from_dict(BASE)
+    with pytest.raises(ValueError, match=r"pairs: wired inputs \['model'\], the stage reads \['samples'\]"):
+        make_spec(config, "pairs", "x", PairsParams(config.pairs, 0), {"model": "k"})
+
+
+def test_cell_builder_labels_and_tags_each_stage_with_its_grid_point():
+    plan = plan_for(grid__data_types=["sft_teacher", "dpo_per_step"])
+    by_id = {spec.id: spec for spec in plan.specs}
+    assert by_id["rollouts[n=200,seed=1]"].tag_dict == {"data_type": "dpo_per_step", "n": "200",
+                                                        "seed": "1"}
+    assert by_id["sample[n=200,seed=1]"].tag_dict == {"n": "200", "seed": "1"}   # shared by rows
+    assert "dpo[dpo_per_step,n=100,seed=0]" in by_id
+    assert "evaluate[sft_teacher,n=100,seed=0]" in by_id
+    assert by_id["base_model[tiny]"].tags == () and by_id["base_model[tiny]"].inputs == ()
+
+
+def test_slices_leave_out_what_a_stage_does_not_read():
+    """Split sizes enter only the stages that read them; the oracle teacher reads no teacher knob."""
+    def key(plan, stage_id):
+        return keys_by_id(plan)[stage_id]
+
+    base = plan_for()
+    more_train = plan_for(task__n_train=2000)
+    teacher_knob = plan_for(teacher__temperature=0.3)
+    for stage_id in ("base_model[tiny]", "teacher_generate[oracle,pool=200]",
+                     "evaluate[sft_teacher,n=100,seed=0]"):
+        assert key(more_train, stage_id) == key(base, stage_id), stage_id
+        assert key(teacher_knob, stage_id) == key(base, stage_id), stage_id
+
+
+def test_a_hub_base_model_is_keyed_by_its_name_alone():
+    from orchestrator.stages.base_model import HubModelParams
+
+    hub = {"model__base": "org/model", "task__name": "gsm8k", "task__path": "tests",
+           "teacher__kind": "model", "teacher__model": "org/teacher"}
+    plan = plan_for(**hub)
+    assert plan.specs[0].params == HubModelParams("org/model")
+    assert keys_by_id(plan_for(**hub, model__hidden_size=64)) == keys_by_id(plan)

@@ -8,12 +8,18 @@ from orchestrator import progress as progress_module
 from orchestrator.config import config_from_dict
 from orchestrator.planning import expand_grid
 from orchestrator.progress import Progress, format_seconds
+from orchestrator.stages import STAGES
+from orchestrator.stages.evaluate import EvalResult
 from orchestrator.store import Outcome
+from orchestrator.training import TrainResult
 
 
 def outcome(spec, seconds, cached=False):
-    return Outcome(spec.key, spec.stage, "/x", {"wall_seconds": seconds, "test_error": 0.5}, cached,
-                   "node1", seconds)
+    if STAGES[spec.stage].result_type is EvalResult:
+        result = EvalResult(0.5, 0.5, float("nan"), 0, 10, 0, wall_seconds=seconds)
+    else:
+        result = TrainResult(10, 3, 0.25, "cpu", wall_seconds=seconds)
+    return Outcome(spec.key, spec.stage, "/x", result, cached, "node1", seconds)
 
 
 def test_counts_eta_and_lines():
@@ -33,7 +39,7 @@ def test_counts_eta_and_lines():
     assert progress.eta_seconds() == (10 + 4) / 2 and "ETA ~7s" in progress.status()
     text = stream.getvalue()
     assert "[1/6] base_model[tiny] cached" in text
-    assert "[3/6] sft[n=10,seed=0] 10s on node1  test_error=0.500" in text
+    assert "[3/6] sft[n=10,seed=0] 10s on node1  loss=0.250" in text
     assert "4/6 stages" in progress.summary() and "(3 run, 1 cached)" in progress.summary()
     progress.failed(sft20, "boom")
     progress.skipped(eval20, sft20)

@@ -3,6 +3,7 @@ pass@k, sft_human's data, and the sharing of stages between rows."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ class EveryOtherProblemTeacher:
     def __init__(self, answers):
         self.answers = answers
 
-    def generate(self, prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=64, stop=(), seed=0):
+    def generate(self, prompts, request):
+        n = request.n
         out = []
         for prompt in prompts:
             i = self.answers.index(next(a for a in self.answers if a[0] == prompt))
@@ -34,16 +36,19 @@ class EveryOtherProblemTeacher:
                         for j in range(n)])
         return out
 
+    def close(self):
+        pass
+
 
 def test_model_teacher_keeps_only_verified_solutions_in_problem_order(tmp_path, monkeypatch):
     task_cfg = TaskConfig(n_train=40, n_test=1)
-    task = make_task(task_cfg)
+    task = make_task(task_cfg.source, n_train=40, n_test=0)
     answers = [(f"Question: {p.question}\nAnswer:\n", p.answer) for p in task.split("train")]
     monkeypatch.setattr(orchestrator.backends, "make_backend",
                         lambda *a, **k: EveryOtherProblemTeacher(answers))
-    params = teacher.TeacherParams(task_cfg, TeacherConfig(kind="model", model="x", samples_per_problem=3),
-                                   10, generation=config_from_dict({}).generation,
-                                   model=config_from_dict({}).model)
+    params = teacher.ModelTeacherParams(
+        task_cfg.source, 40, TeacherConfig(kind="model", model="x", samples_per_problem=3), 10,
+        config_from_dict({}).generation, config_from_dict({}).model)
     result = teacher.run(params, {}, tmp_path)
     rows = read_rows(tmp_path / "data.jsonl")
     assert [r["problem_id"] for r in rows] == [p.id for p in task.split("train")[:20:2]]
@@ -51,7 +56,7 @@ def test_model_teacher_keeps_only_verified_solutions_in_problem_order(tmp_path, 
     assert result.pool_size == 10 and result.problems_tried == 19
     assert result.generated_tokens == 40 * 3 * 3      # the whole first chunk was generated
 
-    too_many = teacher.TeacherParams(task_cfg, params.teacher, 30, params.generation, params.model)
+    too_many = dataclasses.replace(params, n_max=30)
     with pytest.raises(RuntimeError, match="solved only 20 of 40"):
         teacher.run(too_many, {}, tmp_path)
 
@@ -67,7 +72,7 @@ def test_pass_at_k_is_the_unbiased_estimator():
 @pytest.mark.skipif(not (SHARED_DATA / "gsm8k").exists(), reason="../shared/data/gsm8k is absent")
 def test_human_data_is_the_benchmarks_own_solutions(tmp_path):
     cfg = TaskConfig(name="gsm8k", path=str(SHARED_DATA / "gsm8k"), n_train=7473, n_test=10)
-    human_data.run(human_data.HumanDataParams(cfg, 50), {}, tmp_path)
+    human_data.run(human_data.HumanDataParams(cfg.source, 50), {}, tmp_path)
     rows = read_rows(tmp_path / "data.jsonl")
     assert len(rows) == 50
     assert rows[0]["question"].startswith("Natalia sold clips")

@@ -14,6 +14,11 @@ from orchestrator.store import DONE, OWNER, ArtifactStore
 KEY = "ab" * 32
 
 
+def result(loss: float) -> dict:
+    """result.json of an `sft` stage (a TrainResult)."""
+    return {"examples": 1, "steps": 1, "final_loss": loss, "device": "cpu", "train_tokens": 7}
+
+
 def attempt(store, payload: str):
     tmp = store.new_tmp("sft", KEY)
     (tmp / "out.txt").write_text(payload)
@@ -24,19 +29,20 @@ def test_commit_publishes_a_complete_folder(tmp_path):
     store = ArtifactStore(tmp_path)
     tmp = attempt(store, "first")
     assert not store.is_done("sft", KEY)
-    final = store.commit(tmp, "sft", KEY, {"stage": "sft"}, {"loss": 1.0})
+    final = store.commit(tmp, "sft", KEY, {"stage": "sft"}, result(1.0))
     assert store.is_done("sft", KEY) and not tmp.exists()
     assert sorted(p.name for p in final.iterdir()) == [DONE, "out.txt", "result.json", "spec.json"]
-    assert store.load("sft", KEY).result == {"loss": 1.0}
+    loaded = store.load("sft", KEY).result
+    assert loaded.final_loss == 1.0 and loaded.train_tokens == 7 and loaded.wall_seconds == 0.0
 
 
 def test_racing_commits_keep_the_first_and_drop_the_second(tmp_path):
     store = ArtifactStore(tmp_path)
     first, second = attempt(store, "first"), attempt(store, "second")
-    store.commit(first, "sft", KEY, {}, {"who": 1})
-    final = store.commit(second, "sft", KEY, {}, {"who": 2})
+    store.commit(first, "sft", KEY, {}, result(1.0))
+    final = store.commit(second, "sft", KEY, {}, result(2.0))
     assert (final / "out.txt").read_text() == "first" and not second.exists()
-    assert store.load("sft", KEY).result == {"who": 1}
+    assert store.load("sft", KEY).result.final_loss == 1.0
 
 
 def test_a_final_folder_without_done_is_replaced(tmp_path):

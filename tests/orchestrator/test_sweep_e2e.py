@@ -150,6 +150,8 @@ def test_interrupted_sweep_resumes_without_redoing_or_duplicating(tmp_path, mlfl
     assert proc.returncode == 130, rest
     assert "re-run the same command to resume" in rest
     results_partial = pd.read_csv(out / "results.csv") if (out / "results.csv").exists() else None
+    done_before = {p: p.stat().st_mtime_ns for p in (out / "artifacts").glob("*/*/DONE")}
+    assert done_before, "the interrupted run finished no stage"
 
     resumed = subprocess.run(sweep_command(out, mlflow_server, "resume"), capture_output=True,
                              text=True, cwd=ROOT, timeout=600)
@@ -164,5 +166,9 @@ def test_interrupted_sweep_resumes_without_redoing_or_duplicating(tmp_path, mlfl
     assert sweeps[0].data.tags["attempts"] == "2"
     final = pd.read_csv(out / "results.csv")
     assert len(final) == len(plan.cells)
-    if results_partial is not None:
-        assert len(results_partial) <= len(final)
+    # finished stages were not redone: their artifacts are the ones published before
+    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before
+    if results_partial is not None:     # what the interrupted run reported stands unchanged
+        merged = results_partial.merge(final, on=["data_type", "n", "seed"], suffixes=("", "_final"))
+        assert len(merged) == len(results_partial)
+        assert (merged["test_error"] == merged["test_error_final"]).all()

@@ -31,7 +31,7 @@ def test_base_model_is_an_ordinary_hf_folder_with_a_fitted_tokenizer(tmp_path):
     assert result.parameters == sum(p.numel() for p in model.parameters())
     assert model.config.hidden_size == 32 and not getattr(model.config, "auto_map", None)
     # fitted on the task's text: whole words are tokens, digits are single tokens
-    problem = make_task(config.task).split("test")[0]
+    problem = make_task(config.task.source, n_train=0, n_test=1).split("test")[0]
     text = format_prompt(config.task.prompt_template, problem.question) + problem.solution
     tokens = tokenizer.tokenize(text)
     assert tokenizer.unk_token not in tokens

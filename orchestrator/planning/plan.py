@@ -1,22 +1,19 @@
-"""Planning: an experiment grid becomes a DAG of content-addressed stages.
+"""The plan's types: stage specs with content-addressed keys, grid cells, the DAG.
 
-Pure: `expand_grid(config)` returns the same `Plan` for the same config on any
-machine, without Ray, a GPU or a model. Each stage's cache key hashes its name,
-its code version, its resolved config slice and the keys of its inputs, so
+Each stage's cache key hashes its name, its code version, its resolved config
+slice and the keys of its inputs, so
 
 - a re-run finds finished stages by key and skips them (resume),
 - two sweeps that share a stage (the same SFT cell) share its output,
 - changing any knob a stage reads gives it, and everything downstream, a new key.
 
-The DAG per (n, seed) follows ../shared/DESIGN.md; the chains of each data type
-live in `chains_for`, one function per row.
+Pure: no Ray, MLflow or torch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,9 +91,13 @@ def cache_key(stage: str, params: Any, inputs: tuple[tuple[str, str], ...]) -> s
 
 
 def make_spec(config: Config, stage: str, label: str, params: Any,
-              inputs: dict[str, str] | None = None, **tags: Any) -> StageSpec:
-    """A spec with its key computed; `label` is the readable part of its id."""
+              inputs: dict[str, str] | None = None, tags: dict[str, Any] | None = None) -> StageSpec:
+    """A spec with its key computed; `label` is the readable part of its id. The inputs
+    must be exactly the ones the stage reads (`STAGES[stage].inputs`)."""
     pairs = tuple(sorted((inputs or {}).items()))
+    expected = sorted(STAGES[stage].inputs)
+    if [name for name, _ in pairs] != expected:
+        raise ValueError(f"{stage}: wired inputs {[n for n, _ in pairs]}, the stage reads {expected}")
     resources = getattr(config.cluster.resources, STAGES[stage].resource_group)
     return StageSpec(
         id=f"{stage}[{label}]" if label else stage,
@@ -105,25 +106,8 @@ def make_spec(config: Config, stage: str, label: str, params: Any,
         inputs=pairs,
         key=cache_key(stage, params, pairs),
         resources=resources,
-        tags=tuple((k, str(v)) for k, v in tags.items()),
+        tags=tuple((k, str(v)) for k, v in (tags or {}).items()),
     )
-
-
-ChainBuilder = Callable[[Config, Plan, dict[str, str], int, int], str]
-
-
-def expand_grid(config: Config) -> Plan:
-    """The whole sweep as a deduplicated, topologically ordered plan."""
-    from orchestrator.stages.chains import CHAINS, shared_stages
-
-    plan = Plan()
-    shared = shared_stages(config, plan)
-    for seed in config.grid.seeds:
-        for n in config.grid.sizes:
-            for data_type in config.grid.data_types:
-                eval_key = CHAINS[data_type](config, plan, shared, n, seed)
-                plan.cells.append(Cell(data_type, n, seed, eval_key, tuple(plan.ancestors(eval_key))))
-    return plan
 
 
 def describe_plan(plan: Plan) -> str:
