@@ -105,19 +105,27 @@ def cmd_plan(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from orchestrator.tasks.grading import grade_jsonl
+    from orchestrator.processes import exit_code, exit_on_signals
+    from orchestrator.tasks.grading import grade_jsonl, stop_helper
 
     try:
-        summary = grade_jsonl(args.file, args.out, task=args.task, timeout_s=args.timeout)
+        with exit_on_signals():
+            summary = grade_jsonl(args.file, args.out, task=args.task, timeout_s=args.timeout)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt as interrupt:          # Ctrl-C, SIGTERM, SIGHUP
+        print(f"\ninterrupted: {args.out} not written", file=sys.stderr)
+        return exit_code(interrupt)
+    finally:
+        stop_helper()
     print(f"graded {summary.n} completions: accuracy {summary.accuracy:.4f} "
           f"({summary.n_correct} correct, {summary.n_timed_out} timed out) -> {args.out}")
     return EXIT_OK
 
 
 def cmd_ui(args) -> int:
+    from orchestrator.processes import PortInUse, ensure_port_free, exit_code, run_in_group
     from orchestrator.sweep import is_local_store
 
     config = load_config(args.config, args.overrides)
@@ -125,9 +133,21 @@ def cmd_ui(args) -> int:
                "--host", args.host, "--port", str(args.port)]
     if is_local_store(config.tracking_uri):
         command += ["--default-artifact-root", str((config.output_dir / "mlartifacts").resolve())]
-    print(f"MLflow UI for {config.tracking_uri} on http://{args.host}:{args.port} (Ctrl-C stops)")
+    try:
+        ensure_port_free(args.host, args.port)
+    except PortInUse as exc:
+        print(f"error: --port {args.port}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"MLflow UI for {config.tracking_uri} on http://{args.host}:{args.port} (Ctrl-C stops)",
+          flush=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    return subprocess.call(command, env=env)
+    try:
+        # MLflow's uvicorn workers and huey consumers live in the server's
+        # process group, which ends with this command however it ends.
+        return run_in_group(command, env=env, stdin=subprocess.DEVNULL)
+    except KeyboardInterrupt as interrupt:          # Ctrl-C, SIGTERM, SIGHUP
+        print(f"\nMLflow UI on port {args.port} stopped", file=sys.stderr)
+        return exit_code(interrupt)
 
 
 COMMANDS = {"sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_ui, "show": cmd_show,

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from orchestrator.processes import end_group, start_group
 from orchestrator.tasks.jsonl import read_jsonl, require_str
 
 MAX_TEXT_CHARS = 20_000      # longer completions are degenerate; the answer sits in the head
@@ -354,8 +355,7 @@ class _SymbolicChecker:
 
     def _stop(self) -> None:
         if self._process is not None and self._owner_pid == os.getpid():
-            self._process.kill()
-            self._process.wait()
+            end_group(self._process, grace_s=0)     # SIGKILL stops sympy even inside C code
             self._reader.close()
             self._sock.close()
         self._process = self._sock = self._reader = None
@@ -373,13 +373,22 @@ def _start_helper() -> tuple[subprocess.Popen, socket.socket]:
     `if __name__ == "__main__"` guard (and for some notebook and Ray worker
     mains); fork after threads can deadlock. exec of a new interpreter does
     neither.
+
+    Its own process group keeps the terminal's Ctrl-C (and a traceback) out
+    of it; the caller ends it. If the caller dies unannounced, an idle helper
+    reads end-of-file; a busy one is killed by the kernel (Linux
+    PR_SET_PDEATHSIG), asked for only when the main thread starts it: the
+    signal follows the exit of the starting *thread*, and a pool thread's
+    exit must not kill an item another thread is waiting on.
     """
     parent_sock, child_sock = socket.socketpair()
     package_root = str(Path(__file__).resolve().parents[2])
     pythonpath = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    code = f"from orchestrator.tasks.grading import _serve; _serve({child_sock.fileno()})"
+    parent = os.getpid() if threading.current_thread() is threading.main_thread() else None
+    code = (f"from orchestrator.tasks.grading import _serve; "
+            f"_serve({child_sock.fileno()}, die_with={parent})")
     try:
-        process = subprocess.Popen(
+        process = start_group(
             [sys.executable, "-c", code], pass_fds=(child_sock.fileno(),),
             env={**os.environ, "PYTHONPATH": pythonpath},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -392,9 +401,17 @@ _CHECKER = _SymbolicChecker()
 atexit.register(_CHECKER.close)
 
 
-def _serve(fd: int) -> None:
+def stop_helper() -> None:
+    """End the math-verify helper process now (it also ends at exit); the next
+    symbolic check starts a fresh one."""
+    _CHECKER.close()
+
+
+def _serve(fd: int, die_with: int | None = None) -> None:
     """Helper process main loop: JSON [gold, prediction] lines in, true/false
     lines out, until the parent closes the socket."""
+    if die_with is not None:
+        _die_with_parent(die_with)
     _limit_memory()
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" is on purpose
     from math_verify import parse, verify
@@ -413,6 +430,18 @@ def _serve(fd: int) -> None:
         except Exception:   # MemoryError and RecursionError included: an unparseable answer is wrong
             verdict = False
         sock.sendall(b"true\n" if verdict else b"false\n")
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:      # the parent died before the request took effect
+        os._exit(0)
 
 
 def _limit_memory() -> None:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ..conftest import ROOT, free_port
+from ..conftest import ROOT, as_from_a_terminal, free_port, run_command
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_command([sys.executable, "-m", "orchestrator", *args], timeout, cwd=ROOT)
 
 
 def test_grade_writes_verdicts_and_prints_accuracy(tmp_path):
@@ -65,36 +68,106 @@ def test_show_errors_are_one_line(tmp_path):
     assert proc.returncode == 2 and "has not run yet" in proc.stderr
 
 
+def _wait_for_health(port: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                assert reply.status == 200
+                return
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.5)
+    pytest.fail("the MLflow UI did not come up")
+
+
+def _listening_on(port: int) -> bool:
+    return any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+               for c in psutil.net_connections(kind="inet"))
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
 @pytest.mark.slow
-def test_ui_serves_the_sweep_store_on_loopback(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "Ctrl-C", "SIGHUP"])
+def test_ui_serves_the_sweep_store_and_a_signal_ends_all_of_it(tmp_path, signum):
+    """The UI comes up on loopback; one signal to the command ends the MLflow
+    server with every uvicorn worker and huey consumer, frees the port and
+    exits 128 + signal (issue 16: they used to stay, reparented to init)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "experiments/smoke.yaml",
-                             f"experiment.output_dir={tmp_path}", "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A session of its own stands in for a terminal: Ctrl-C goes to its whole
+    # foreground group, `kill -TERM` and a closed terminal's SIGHUP to the command.
+    command = [sys.executable, "-m", "orchestrator", "ui", "experiments/smoke.yaml",
+               f"experiment.output_dir={tmp_path}", "--port", port]
+    proc = subprocess.Popen(as_from_a_terminal(command), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    pids: set[int] = set()
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
-                    assert reply.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read()
-                time.sleep(0.5)
+        _wait_for_health(port, proc)
+        server = psutil.Process(proc.pid).children()[0]
+        pids = {server.pid} | {p.pid for p in server.children(recursive=True)}
+        assert len(pids) >= 3 and os.getsid(server.pid) == server.pid    # a session of its own
+        started = time.monotonic()
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)
         else:
-            pytest.fail("the MLflow UI did not come up")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+            proc.send_signal(signum)
+        assert proc.wait(timeout=30) == 128 + signum
+        exited = time.monotonic() - started
+        assert not _alive(pids), [psutil.Process(p).cmdline() for p in _alive(pids)]
+        assert not [p for p in psutil.process_iter() if _in_session(p, server.pid)]
+        assert not _listening_on(port)
+        print(f"{signal.Signals(signum).name}: the ui command and its {len(pids)} server "
+              f"processes were gone {exited:.2f} s after the signal")
+        assert exited < 15
+        assert f"MLflow UI on port {port} stopped" in proc.stdout.read()
+    finally:      # the test failed: end what it started the hard way
+        for pid in _alive(pids | {proc.pid}):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _in_session(process: psutil.Process, sid: int) -> bool:
+    try:
+        return os.getsid(process.pid) == sid and process.status() != psutil.STATUS_ZOMBIE
+    except (OSError, psutil.Error):
+        return False
+
+
+def test_ui_refuses_a_taken_port_and_names_its_holder(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = cli("ui", "experiments/smoke.yaml", f"experiment.output_dir={tmp_path}",
+                   "--port", port, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    error = proc.stderr.strip()
+    assert error.startswith(f"error: --port {port}: 127.0.0.1:{port} is already in use by pid "
+                            f"{os.getpid()} ("), error
+    assert f"`kill -TERM -- -{os.getpgid(0)}`" in error and "\n" not in error
+    assert "MLflow UI for" not in proc.stdout        # nothing was started
 
 
 @pytest.mark.slow
 def test_a_failing_stage_fails_the_sweep_and_skips_what_depends_on_it(tmp_path):
-    # vLLM cannot be installed on a CPU machine: every generating stage fails
-    # with the install hint, training stages still finish, nothing is faked.
+    # A GPU node without vLLM (one fake GPU on the local Ray, which the generating stages
+    # ask for): every generating stage fails with the install hint, training stages still
+    # finish, nothing is faked.
+    gpu = [f"cluster.resources.{group}.num_gpus=1" for group in ("sample", "rollouts", "evaluate")]
     proc = cli("sweep", "experiments/smoke.yaml", f"experiment.output_dir={tmp_path}",
                "generation.backend=vllm", "grid.data_types=[sft_teacher,rft_self]",
-               "grid.sizes=[100]")
+               "grid.sizes=[100]", "cluster.num_gpus=1", *gpu)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "FAILED evaluate[sft_teacher,n=100,seed=0]" in proc.stdout
     assert "install the GPU extra" in proc.stdout

@@ -4,11 +4,16 @@ agreement with 5,276 human-labelled GSM8K model solutions."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 from orchestrator.tasks import grading
@@ -20,6 +25,8 @@ from orchestrator.tasks.grading import (
     grade_jsonl,
     reference_answer,
 )
+
+from ...conftest import ROOT, as_from_a_terminal
 
 # ../shared/data next to the checkout; a fresh clone has none and skips.
 GSM8K_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "gsm8k"
@@ -155,6 +162,85 @@ def test_helper_killed_from_outside_is_replaced():
     grading._CHECKER._process.kill()
     grading._CHECKER._process.wait()
     assert grade("\\boxed{\\frac{x}{x}}", "1").correct
+
+
+def test_helper_runs_in_a_session_of_its_own():
+    # The terminal's Ctrl-C reaches the grading process only, which ends the helper.
+    _warm_helper()
+    helper = grading._CHECKER._process.pid
+    assert os.getsid(helper) == helper != os.getsid(0)
+    grading.stop_helper()
+    assert not _running(helper)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"no {what} within {timeout_s:.0f} s")
+
+
+def _helper_of(pid: int) -> int | None:
+    for child in psutil.Process(pid).children():
+        if "_serve" in " ".join(child.cmdline()):
+            return child.pid
+    return None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "Ctrl-C", "SIGHUP"])
+def test_grade_command_signalled_mid_check_ends_its_helper(tmp_path, signum):
+    preds = _write_lines(tmp_path / "preds.jsonl",
+                         [json.dumps({"completion": ADVERSARIAL, "answer": "5"})])
+    # Its own session stands in for a terminal, whose Ctrl-C signals the whole group.
+    command = [sys.executable, "-m", "orchestrator", "grade", preds, "--task", "math",
+               "--out", tmp_path / "graded.jsonl", "--timeout", "600"]
+    proc = subprocess.Popen(as_from_a_terminal(command), cwd=ROOT, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        helper = _wait_for(lambda: _helper_of(proc.pid), 60, "helper process")
+        time.sleep(2)                        # sympy imported, the power tower under way
+        started = time.monotonic()
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        assert proc.wait(timeout=15) == 128 + signum
+        _wait_for(lambda: not _running(helper), 5, "end of the helper")
+        assert time.monotonic() - started < 5
+        stderr = proc.stderr.read()
+        assert "interrupted: " in stderr and "Traceback" not in stderr, stderr
+        assert not (tmp_path / "graded.jsonl").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_helper_dies_with_a_parent_killed_mid_check():
+    # SIGKILL runs no cleanup in the parent; the kernel ends the busy helper.
+    code = ("from orchestrator.tasks import grading\n"
+            "assert grading.grade('\\\\boxed{x+1}', '1+x').correct\n"
+            "print(grading._CHECKER._process.pid, flush=True)\n"
+            f"grading.grade({ADVERSARIAL!r}, '5', timeout_s=600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    helper = int(parent.stdout.readline())
+    time.sleep(1)
+    assert _running(helper)
+    parent.kill()
+    parent.wait()
+    _wait_for(lambda: not _running(helper), 5, "end of the orphaned helper")
 
 
 def test_grade_batch_checks_lengths():
