@@ -4,12 +4,12 @@ nested pytest session: leftovers fail it and are ended, a clean session passes."
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 import psutil
+import pytest
 
 from .conftest import ROOT
 
@@ -34,8 +34,23 @@ def test_ends_what_it_starts():
 '''
 
 
+FAILS_WITH_A_SERVER = '''
+import urllib.request
+
+def test_fails_while_the_server_runs(mlflow_server):
+    with open({record!r}, "w") as f:
+        f.write(mlflow_server.rsplit(":", 1)[1])
+    with urllib.request.urlopen(mlflow_server + "/health", timeout=10) as reply:
+        assert reply.status == 200
+    assert False, "on purpose"
+'''
+
+
 def _nested_session(tmp_path, test_code: str, grace_s: str) -> subprocess.CompletedProcess:
-    shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
+    conftest = (ROOT / "tests" / "conftest.py").read_text()
+    where = "ROOT = Path(__file__).resolve().parents[1]"
+    assert where in conftest
+    (tmp_path / "conftest.py").write_text(conftest.replace(where, f"ROOT = Path({str(ROOT)!r})"))
     (tmp_path / "test_nested.py").write_text(test_code)
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            str(tmp_path / "test_nested.py")], cwd=tmp_path, capture_output=True,
@@ -73,3 +88,16 @@ def test_a_session_that_ends_what_it_starts_passes(tmp_path):
     result = _nested_session(tmp_path, CLEAN, grace_s="20")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout and "outlived" not in result.stdout
+
+
+@pytest.mark.slow
+def test_the_mlflow_server_fixture_ends_its_group_when_a_test_fails(tmp_path):
+    record = tmp_path / "port"
+    result = _nested_session(tmp_path, FAILS_WITH_A_SERVER.format(record=str(record)),
+                             grace_s="5")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "1 failed" in output and "on purpose" in output, output
+    assert "outlived" not in output, output             # uvicorn, huey: all ended
+    port = int(record.read_text())
+    assert not any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in psutil.net_connections(kind="inet"))
