@@ -24,7 +24,7 @@ from orchestrator.processes import (
     start_group,
 )
 
-from ..conftest import ROOT, as_from_a_terminal
+from ..conftest import ROOT, as_from_a_terminal, run_command
 
 # Prints the pids of four processes, then waits: a plain child, an orphan
 # (its parent exits at once), one in a process group of its own within the
@@ -107,6 +107,14 @@ def test_a_child_exiting_on_its_own_ends_what_it_left():
     marker = "synthscale-orphan-probe"
     code = run_in_group(["bash", "-c", f"exec -a {marker} sleep 300 & exit 3"])
     assert code == 3
+    assert not [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+
+
+def test_a_test_command_that_times_out_takes_its_group_with_it():
+    # tests/conftest.run_command: subprocess.run would SIGKILL the first pid only.
+    marker = "synthscale-timeout-probe"
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_command(["bash", "-c", f"(exec -a {marker} sleep 300) & wait"], timeout=1)
     assert not [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
 
 
