@@ -4,7 +4,7 @@
 pass@1 (and pass@k), and the cost of the cell's whole stage chain:
 
 - `train_tokens`, `generated_tokens`, `wall_seconds` (the cost contract every
-  stage result carries, `stages.contract.StageResult`): summed over every stage
+  stage result carries, `contract.StageResult`): summed over every stage
   that produced the cell's model, shared upstream stages included in full,
   except: the base model (common to every cell; not synthetic-data cost) and
   the evaluation (measuring a model is not making it) are left out, and the
@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.planning import Cell, Plan, StageSpec
-from orchestrator.stages.contract import Files, StageResult
+from orchestrator.contract import Files, StageResult
 from orchestrator.stages.evaluate import EvalResult
 from orchestrator.store import Outcome
 

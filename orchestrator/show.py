@@ -16,7 +16,7 @@ from typing import TextIO
 
 from orchestrator.credit import PIT_RULES, first_pit
 from orchestrator.records import read_rows
-from orchestrator.stages.contract import Files
+from orchestrator.contract import Files
 from orchestrator.store import RESULT
 
 # The artifact files `show` renders, in the order it looks for them in a folder.

@@ -33,7 +33,7 @@ from typing import Any
 
 from orchestrator.config_schema import to_dict
 from orchestrator.stages import STAGES
-from orchestrator.stages.contract import StageResult
+from orchestrator.contract import StageResult
 
 DONE = "DONE"
 OWNER = ".owner.json"

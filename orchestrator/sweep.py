@@ -36,7 +36,7 @@ from orchestrator.runner import (
     run_plan,
     unplaceable,
 )
-from orchestrator.stages.contract import Files
+from orchestrator.contract import Files
 from orchestrator.store import Outcome
 
 STAGE_ARTIFACTS = {"evaluate": [Files.PREDICTIONS]}   # files logged with a stage's MLflow run

@@ -27,7 +27,7 @@ from orchestrator.modeling import (
     pick_device,
     set_torch_threads,
 )
-from orchestrator.stages.contract import Files, StageResult
+from orchestrator.contract import Files, StageResult
 
 
 @dataclass(frozen=True)

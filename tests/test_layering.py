@@ -99,3 +99,14 @@ def test_planning_loads_without_heavy_libraries():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_module_imports_on_its_own():
+    """No import cycle hides behind import order: each module loads in a fresh interpreter."""
+    names = [m for m in {**ORCHESTRATOR, **ANALYSIS} if not m.endswith("__main__")]
+    procs = {name: subprocess.Popen([sys.executable, "-c", f"import {name}"], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for name in names}
+    failed = {name: proc.communicate(timeout=300)[1].strip().splitlines()[-1:]
+              for name, proc in procs.items() if proc.wait(timeout=300) != 0}
+    assert failed == {}

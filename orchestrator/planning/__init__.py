@@ -11,7 +11,7 @@ from __future__ import annotations
 from orchestrator.config import Config
 from orchestrator.planning.chains import ROWS, CellBuilder, add_shared_stages
 from orchestrator.planning.plan import Cell, Plan, StageSpec, cache_key, describe_plan, make_spec
-from orchestrator.stages.contract import GridPoint
+from orchestrator.contract import GridPoint
 
 
 def expand_grid(config: Config) -> Plan:

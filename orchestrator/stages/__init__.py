@@ -32,7 +32,7 @@ from orchestrator.stages import (
     step_pairs,
     teacher,
 )
-from orchestrator.stages.contract import StageResult
+from orchestrator.contract import StageResult
 
 
 @dataclass(frozen=True)

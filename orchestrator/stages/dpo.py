@@ -13,7 +13,7 @@ from pathlib import Path
 from orchestrator.config import Config, DPOSettings, ModelLoading
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows
-from orchestrator.stages.contract import Files, GridPoint, In
+from orchestrator.contract import Files, GridPoint, In
 from orchestrator.training import TrainResult, TrainRun, dpo_train
 
 VERSION = "1"

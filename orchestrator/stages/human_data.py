@@ -12,7 +12,7 @@ from pathlib import Path
 
 from orchestrator.config import Config
 from orchestrator.records import write_rows
-from orchestrator.stages.contract import Files, StageResult
+from orchestrator.contract import Files, StageResult
 from orchestrator.stages.teacher import record
 from orchestrator.tasks import TaskSource, make_task
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from orchestrator.config import Config, GenerationConfig, ModelLoading, SamplingConfig
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows, write_rows
-from orchestrator.stages.contract import Files, GridPoint, In, StageResult
+from orchestrator.contract import Files, GridPoint, In, StageResult
 
 VERSION = "1"
 INPUTS = (In.MODEL, In.DATA)

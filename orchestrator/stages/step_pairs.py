@@ -17,7 +17,7 @@ from pathlib import Path
 from orchestrator.config import Config
 from orchestrator.credit import first_pit, per_step_pair
 from orchestrator.records import read_rows, write_rows
-from orchestrator.stages.contract import Files, GridPoint, In, StageResult
+from orchestrator.contract import Files, GridPoint, In, StageResult
 
 VERSION = "1"
 INPUTS = (In.ROLLOUTS, In.SAMPLES, In.DATA)

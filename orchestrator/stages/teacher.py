@@ -18,7 +18,7 @@ from pathlib import Path
 
 from orchestrator.config import Config, GenerationConfig, ModelLoading, TeacherConfig
 from orchestrator.records import write_rows
-from orchestrator.stages.contract import Files, StageResult
+from orchestrator.contract import Files, StageResult
 from orchestrator.tasks import Problem, Task, TaskSource, format_prompt, make_task
 
 VERSION = "1"

@@ -27,7 +27,7 @@ from orchestrator.credit import (
 )
 from orchestrator.records import read_rows, write_rows
 from orchestrator.stages import rollouts, step_pairs
-from orchestrator.stages.contract import GridPoint
+from orchestrator.contract import GridPoint
 
 PROMPT = "Question: Mia has 7 shells. She finds 5 more. She gives away 3. How many?\nAnswer:\n"
 GOOD = ["7 + 5 = 12", "12 - 3 = 9", "#### 9"]

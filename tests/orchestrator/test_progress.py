@@ -34,17 +34,30 @@ def test_counts_eta_and_lines():
     progress.finished(sft10, outcome(sft10, 10.0))
     # left: eval10 (unmeasured kind: mean of all = 6), sft20 (10), eval20 (6) over 2 slots
     assert progress.eta_seconds() == (6 + 10 + 6) / 2
-    assert "ETA >11s" in progress.status()             # eval unmeasured: a lower bound
+    assert progress._eta()[1] is True                  # eval unmeasured: only a lower bound
     progress.finished(eval10, outcome(eval10, 4.0))
-    assert progress.eta_seconds() == (10 + 4) / 2 and "ETA ~7s" in progress.status()
-    text = stream.getvalue()
-    assert "[1/6] base_model[tiny] cached" in text
-    assert "[3/6] sft[n=10,seed=0] 10s on node1  loss=0.250" in text
-    assert "4/6 stages" in progress.summary() and "(3 run, 1 cached)" in progress.summary()
+    assert progress.eta_seconds() == (10 + 4) / 2 and progress._eta()[1] is False
+    assert (len(progress.done), progress.cached, progress.not_run) == (4, 1, 0)
     progress.failed(sft20, "boom")
     progress.skipped(eval20, sft20)
-    assert "6/6 stages" in progress.summary()
-    assert "(3 run, 1 cached, 2 failed or skipped)" in progress.summary()
+    assert (len(progress.done), progress.cached, progress.not_run) == (6, 1, 2)
+
+
+def test_the_display_format():
+    """One check of what a person reads: a line per stage, the status and the summary."""
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10]}, "task": {"n_train": 100}}))
+    stream = io.StringIO()
+    progress = Progress(plan, parallelism=1, stream=stream)
+    base, teacher, sft, evaluate = plan.specs
+    progress.finished(base, outcome(base, 0, cached=True))
+    progress.finished(sft, outcome(sft, 10.0))
+    progress.finished(evaluate, outcome(evaluate, 4.0))
+    lines = stream.getvalue().splitlines()
+    assert lines == ["[1/4] base_model[tiny] cached  loss=0.250",
+                     "[2/4] sft[n=10,seed=0] 10s on node1  loss=0.250",
+                     "[3/4] evaluate[sft_teacher,n=10,seed=0] 4s on node1  test_error=0.500"]
+    assert progress.status().startswith("[3/4 done, 0s elapsed, ETA >7s] queued/running: -")
+    assert progress.summary() == "3/4 stages in 0s (2 run, 1 cached)"
 
 
 def test_eta_of_an_unmeasured_kind_is_at_least_its_running_time(monkeypatch):

@@ -8,7 +8,7 @@ from orchestrator.config import config_from_dict
 from orchestrator.planning import expand_grid
 from orchestrator.results import chain_cost, results_table
 from orchestrator.stages import STAGES
-from orchestrator.stages.contract import StageResult
+from orchestrator.contract import StageResult
 from orchestrator.stages.evaluate import EvalResult
 from orchestrator.store import Outcome
 

@@ -11,7 +11,7 @@ from orchestrator.config import config_from_dict
 from orchestrator.planning import Plan, make_spec
 from orchestrator.runner import Events, ray_session, run_plan
 from orchestrator.stages import base_model, human_data, sft, teacher
-from orchestrator.stages.contract import GridPoint, In
+from orchestrator.contract import GridPoint, In
 
 
 class Recorder(Events):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.config import DPOSettings, ModelLoading, SFTSettings
-from orchestrator.stages.contract import Files
+from orchestrator.contract import Files
 from orchestrator.tiny_model import TinyLlamaSpec, save_tiny_model
 from orchestrator.training import TrainRun, dpo_train, sft_train
 
