@@ -125,8 +125,9 @@ def _kill_session(process: subprocess.Popen) -> None:
 def _wait_until_gone(process: subprocess.Popen, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while True:
-        process.poll()             # reap the leader: a zombie still counts as a member
+        process.poll()             # without /proc a zombie leader still counts as a member
         if not session_members(process.pid):
+            process.poll()         # it may have become one since: reap it
             return True
         if time.monotonic() >= deadline:
             return False

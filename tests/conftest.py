@@ -42,13 +42,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def as_from_a_terminal(command: list) -> list[str]:
+def as_from_a_terminal(command: list, tty: str | None = None) -> list[str]:
     """`command` with SIGINT and SIGHUP at their defaults, as a terminal's
-    foreground job has them; a pytest started by `make test &` in a script
-    inherits SIGINT ignored and would pass that on."""
+    foreground job has them (a pytest started by `make test &` in a script
+    inherits SIGINT ignored and would pass that on). With `tty` (a pty's
+    slave path) and start_new_session=True, that terminal becomes the
+    command's controlling terminal and stdio: ^C written to its master is a
+    real Ctrl-C."""
     return [sys.executable, "-c", "import os, signal, sys; "
             "[signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGHUP)]; "
-            "os.execvp(sys.argv[1], sys.argv[1:])", *map(str, command)]
+            "tty = sys.argv.pop(1); "
+            "fd = os.open(tty, os.O_RDWR) if tty else None; "
+            "fd is None or [os.dup2(fd, i) for i in (0, 1, 2)]; "
+            "os.execvp(sys.argv[1], sys.argv[1:])", tty or "", *map(str, command)]
 
 
 def run_command(command: list, timeout: float, **kwargs) -> subprocess.CompletedProcess:

@@ -85,6 +85,16 @@ def test_end_group_ends_orphans_other_groups_and_sigterm_ignorers():
     assert family.returncode == -signal.SIGTERM
 
 
+def test_without_proc_the_group_probe_still_ends_the_group(monkeypatch, tmp_path):
+    # macOS and other systems without /proc: killpg(pgid, 0) says whether any is left.
+    monkeypatch.setattr(processes, "_PROC", tmp_path / "no-proc")
+    family = start_group(["bash", "-c", "sleep 300 & ( trap '' TERM; exec sleep 300 ) & wait"])
+    pids = _wait_for_descendants(family.pid, 2) | {family.pid}
+    assert session_members(family.pid) == [family.pid]
+    end_group(family, grace_s=0.5)
+    assert not _alive(pids) and session_members(family.pid) == []
+
+
 def test_end_group_returns_as_soon_as_everything_stopped():
     family = start_group(["bash", "-c", "sleep 300 & sleep 300 & wait"])
     pids = _wait_for_descendants(family.pid, 2) | {family.pid}
@@ -145,6 +155,23 @@ def test_ctrl_c_to_the_terminal_group_reaches_only_the_runner():
     assert runner.wait(timeout=15) == 130
     assert not _alive(pids)
     assert "child-got-sigint" not in runner.stdout.read()
+
+
+def test_ctrl_c_typed_in_a_real_terminal():
+    master, slave = os.openpty()
+    try:
+        runner = subprocess.Popen(
+            as_from_a_terminal([sys.executable, "-c", RUNNER, "bash", "-c", "sleep 300 & wait"],
+                               tty=os.ttyname(slave)),
+            cwd=ROOT, start_new_session=True)
+        pids = _wait_for_descendants(runner.pid, 2) | {runner.pid}
+        os.write(master, b"\x03")                  # the line discipline sends SIGINT
+        assert runner.wait(timeout=15) == 130
+        assert not _alive(pids)
+        assert b"stopped" in os.read(master, 4096)
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_a_signal_started_ignored_stays_ignored():
