@@ -10,7 +10,14 @@ PY := $(VENV)/bin/python
 # Where pip's index offers only the CUDA wheel of torch==2.13.0 (stock PyPI on
 # Linux), add PyTorch's CPU index to skip the multi-GB CUDA libraries:
 #   make install TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu' 
-TORCH_SPEC ?= torch==2.13.0
+# TORCH_VERSION is the torch that the [gpu] extra's vLLM pins (pyproject.toml).
+TORCH_VERSION := 2.13.0
+TORCH_SPEC ?= torch==$(TORCH_VERSION)
+# install-gpu: PyPI's Linux wheel of this torch is the CUDA 13.0 build.
+GPU_TORCH_SPEC ?= torch==$(TORCH_VERSION)
+# Written by install-gpu: the torch under vLLM's compiled ops. Every later pip
+# install here runs under it, so none can swap that torch.
+TORCH_PIN := $(VENV)/torch-pin.txt
 CONFIG ?= experiments/demo.yaml
 ARGS ?=
 RESULTS ?= runs/demo/results.csv
@@ -25,19 +32,40 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep plan show grade ui fit fit-2d docs test test-fast bench lint clean
+.PHONY: help install install-gpu sweep plan show grade ui fit fit-2d docs test test-fast bench lint clean
 
 help: ## list the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q $(TORCH_SPEC); fi
-	$(PY) -m pip install -q -e ".[dev]"
+	@if [ -f $(TORCH_PIN) ]; then \
+	    echo "GPU venv: keeping $$(cat $(TORCH_PIN)) and the [gpu] extra"; \
+	    $(PY) -m pip install -q -c $(TORCH_PIN) -e ".[dev,gpu]"; \
+	else \
+	    if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q $(TORCH_SPEC); fi; \
+	    $(PY) -m pip install -q -e ".[dev]"; \
+	fi
 	touch $@
 
+# torch first (the CUDA build), then the project with the [gpu] extra under a
+# constraint that holds torch where it is: a vLLM that wanted another torch
+# fails to resolve instead of replacing it.
+$(VENV)/.installed-gpu: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if [ ! -f $(TORCH_PIN) ]; then $(PY) -m pip install -q $(GPU_TORCH_SPEC); fi
+	@$(PY) -c 'import sys, torch; sys.exit(0 if torch.version.cuda else \
+	    "install-gpu: $(VENV) has torch " + torch.__version__ + ", a CPU build, and vLLM needs " \
+	    "the CUDA one: make clean && make install-gpu (or set GPU_TORCH_SPEC)")'
+	$(PY) -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' > $(TORCH_PIN)
+	$(PY) -m pip install -q -c $(TORCH_PIN) -e ".[dev,gpu]"
+	touch $(VENV)/.installed $@
+
 install: $(VENV)/.installed ## create .venv and install the project (+ dev extra)
+
+install-gpu: $(VENV)/.installed-gpu ## .venv with the pinned GPU stack (vLLM, CUDA torch; NVIDIA driver >= 580)
 
 sweep: install ## run a sweep: make sweep [CONFIG=experiments/demo.yaml] [ARGS='grid.seeds=[0,1]']
 	$(PY) -m orchestrator sweep $(CONFIG) $(ARGS)
