@@ -85,7 +85,12 @@ class ModelConfig:
     base: str = knob("tiny", "'tiny' (built here from scratch) or a Hugging Face model path/name")
     trust_remote_code: bool = knob(False, "let transformers run code shipped with the model")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = knob(
-        "auto", "weights dtype (auto: bfloat16 on GPU, float32 on CPU)")
+        "auto", "inference weights dtype (evaluation, sampling, teacher) and the dtype trained "
+                "models are saved in (auto: bfloat16 on GPU, float32 on CPU); training itself "
+                "follows train.precision")
+    num_parameters: float = knob(0.0, "a hub model's size in billions of parameters, for the "
+                                      "memory plan `plan` prints (0: unknown, no plan; the tiny "
+                                      "model's is computed from its shape)", min=0.0)
     init_seed: int = knob(0, "tiny: weight-init seed of the base model (shared by all grid cells)")
     vocab_size: int = knob(512, "tiny: BPE vocabulary size (upper bound)", min=64)
     hidden_size: int = knob(128, "tiny: hidden size", min=8)
@@ -166,10 +171,56 @@ class DPOSettings(TrainSettings):
 
 
 @dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapters (Hu et al. 2021) through peft, for SFT and DPO."""
+
+    enabled: bool = knob(False, "train low-rank adapters instead of every weight; the stage saves "
+                                "the merged full model, and DPO's reference is the adapter-free "
+                                "model")
+    r: int = knob(16, "adapter rank", min=1)
+    alpha: float = knob(32.0, "adapter scale numerator (the update is scaled by alpha / r)",
+                        min=0.0)
+    dropout: float = knob(0.05, "dropout on the adapters' input", min=0.0, below=1.0)
+    target_modules: tuple[str, ...] = knob(("all-linear",), "module names that get adapters; "
+                                           "['all-linear']: every linear layer but the output "
+                                           "head", nonempty=True)
+
+
+PRECISIONS = ("auto", "fp32", "bf16-mixed", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainMethod:
+    """How weights are trained, shared by SFT and DPO (their cache keys include it)."""
+
+    precision: str = "auto"
+    gradient_checkpointing: bool = False
+    lora: LoraSettings = LoraSettings()
+
+    def resolved_precision(self, device: str) -> str:
+        """auto: bf16-mixed on a GPU, fp32 on a CPU (where bf16 autocast is slow)."""
+        if self.precision == "auto":
+            return "bf16-mixed" if device == "cuda" else "fp32"
+        return self.precision
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     sft: SFTSettings = knob(SFTSettings(), "supervised fine-tuning (sft_teacher, rft_self)")
     dpo: DPOSettings = knob(DPOSettings(), "preference training (dpo_negative, dpo_per_step)")
     device: Literal["auto", "cpu", "cuda"] = knob("auto", "auto: cuda when Ray gave the stage a GPU")
+    precision: Literal[PRECISIONS] = knob(
+        "auto", "fp32: fp32 weights and maths; bf16-mixed: fp32 master weights, optimizer state "
+                "and updates, bf16 autocast for the maths; bf16: bf16 weights (half the memory, "
+                "but small updates round to zero: warns); auto: bf16-mixed on a GPU, fp32 on a "
+                "CPU. See docs/training.md")
+    gradient_checkpointing: bool = knob(False, "recompute activations in the backward pass "
+                                               "(less memory, about a third more compute)")
+    lora: LoraSettings = knob(LoraSettings(), "LoRA adapters instead of full fine-tuning")
+
+    @property
+    def method(self) -> TrainMethod:
+        return TrainMethod(self.precision, self.gradient_checkpointing, self.lora)
 
 
 @dataclass(frozen=True)
@@ -271,6 +322,8 @@ class ClusterConfig:
     artifacts: str = knob("", "stage artifact store shared by sweeps (default <output_dir>/artifacts;"
                               " on a cluster a path every node sees)")
     resources: ResourcesConfig = knob(ResourcesConfig(), "per-stage resource requests")
+    gpu_memory_gb: float = knob(80.0, "memory of one GPU, for the memory plan `plan` prints",
+                                min=1.0)
 
 
 @dataclass(frozen=True)
@@ -382,6 +435,10 @@ def check_consistency(config: Config, where: Where) -> None:
     if "sft_human" in config.grid.data_types and task.name == "arith":
         raise where.error("grid.data_types", "sft_human needs human-written solutions "
                                              "(task gsm8k or math), not arith")
+    targets = config.train.lora.target_modules
+    if "all-linear" in targets and len(targets) > 1:
+        raise where.error("train.lora.target_modules", f"'all-linear' stands alone, got "
+                                                       f"{list(targets)}")
     if config.model.base == "tiny" and config.model.hidden_size % config.model.num_heads:
         raise where.error("model.num_heads", f"must divide model.hidden_size "
                                              f"({config.model.hidden_size})")

@@ -1,11 +1,16 @@
 """TRL training shared by the SFT, DPO and base-model stages.
 
-Owns the translation from our typed settings (`SFTSettings`, `DPOSettings`) to
-TRL's `SFTConfig`/`DPOConfig`
-and the settings that must hold on every machine: TRL 1.x defaults to bf16 and
-gradient checkpointing, which a CPU cannot use, so both follow the device; no
-reporting integrations (the runner tracks results, stages must not import
-mlflow); no checkpoints (a stage is the unit of resume).
+Owns the translation from our typed settings (`SFTSettings`, `DPOSettings`,
+`TrainMethod`) to TRL's `SFTConfig`/`DPOConfig` and the settings that must hold on
+every machine: no reporting integrations (the runner tracks results, stages must
+not import mlflow); no checkpoints (a stage is the unit of resume).
+
+Precision (docs/training.md): trained weights are fp32 unless `train.precision`
+is `bf16`, because `bf16=True` in a Trainer only adds autocast and AdamW updates
+of bf16 weights at lr 1e-6 mostly round to zero. Frozen weights (a LoRA base, the
+DPO reference) take the maths' dtype: no update ever reaches them. A LoRA run
+saves the merged full model, so every later stage loads it like any other; trained
+models are saved in `model.dtype` (the dtype evaluation loads).
 
 This module must not import ray or mlflow.
 """
@@ -13,21 +18,31 @@ This module must not import ray or mlflow.
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import shutil
-from dataclasses import dataclass, field, fields
+import warnings
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import DPOSettings, ModelLoading, SFTSettings, TrainSettings
+from orchestrator.config import (
+    DPOSettings,
+    LoraSettings,
+    ModelLoading,
+    SFTSettings,
+    TrainMethod,
+    TrainSettings,
+)
+from orchestrator.contract import Files, StageResult
 from orchestrator.modeling import (
     free_memory,
     load_causal_lm,
     load_tokenizer,
     pick_device,
     set_torch_threads,
+    torch_dtype,
 )
-from orchestrator.contract import Files, StageResult
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,8 @@ class TrainResult(StageResult):
     final_loss: float
     device: str
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
+    precision: str = ""                 # the resolved train.precision
+    trainable_parameters: int = 0       # LoRA: the adapters' parameters only
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,25 @@ class TrainRun:
     settings: TrainSettings     # SFTSettings or DPOSettings
     seed: int
     device: str = "auto"
+    method: TrainMethod = TrainMethod()     # precision, LoRA, gradient checkpointing
+
+
+logger = logging.getLogger(__name__)
+
+PURE_BF16_WARNING = (
+    "train.precision is bf16: weights, gradients and AdamW state are bfloat16, so updates "
+    "smaller than about 1/256 of a weight round to zero (at learning rates near 1e-6 most "
+    "do); use bf16-mixed unless memory forces pure bf16")
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What `_load` gives a run: where it trains, in which precision, on what."""
+
+    device: str
+    precision: str          # resolved: fp32, bf16-mixed or bf16
+    tokenizer: Any
+    model: Any
 
 
 @functools.cache
@@ -62,9 +98,8 @@ def _checkpointing_field() -> str:
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
-def _common_args(run: TrainRun, device: str, out: Path) -> dict:
+def _common_args(run: TrainRun, loaded: _Loaded, out: Path) -> dict:
     """TRL arguments every run shares, from the settings SFT and DPO have in common."""
-    on_gpu = device == "cuda"
     s = run.settings
     return dict(
         output_dir=str(out / "_trainer"),
@@ -77,10 +112,11 @@ def _common_args(run: TrainRun, device: str, out: Path) -> dict:
         max_length=s.max_length,
         seed=run.seed,
         data_seed=run.seed,
-        bf16=on_gpu,
-        use_cpu=not on_gpu,
-        # tiny models: recompute costs more than it saves
-        **{_checkpointing_field(): False},
+        # autocast; the weights' dtype is set when loading (`_weights_dtype`). On a
+        # CPU, accelerate's autocast is torch's CPU autocast.
+        bf16=loaded.precision != "fp32",
+        use_cpu=loaded.device != "cuda",
+        **{_checkpointing_field(): run.method.gradient_checkpointing},
         report_to=[],
         save_strategy="no",
         logging_steps=10,
@@ -89,12 +125,13 @@ def _common_args(run: TrainRun, device: str, out: Path) -> dict:
     )
 
 
-def _result(trainer, output, examples: int, tokens: int, device: str) -> TrainResult:
+def _result(trainer, output, examples: int, tokens: int, precision: str) -> TrainResult:
     history = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     # Runs shorter than one logging interval log no loss: use the run's mean instead.
     final = history[-1][1] if history else float(output.training_loss)
-    return TrainResult(examples, trainer.state.global_step, final, device, history,
-                       train_tokens=tokens)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    return TrainResult(examples, trainer.state.global_step, final, trainer.args.device.type,
+                       history, precision, trainable, train_tokens=tokens)
 
 
 def _count_tokens(tokenizer, texts: list[str]) -> int:
@@ -118,8 +155,8 @@ def sft_train(run: TrainRun, records: list[dict[str, str]], out: Path) -> TrainR
 
 
 def dpo_train(run: TrainRun, pairs: list[dict[str, str]], out: Path) -> TrainResult:
-    """DPO from `run.start_from` (also the frozen reference) on prompt/chosen/rejected pairs;
-    saves to `out/model`."""
+    """DPO from `run.start_from` (also the frozen reference; with LoRA, the adapter-free
+    model) on prompt/chosen/rejected pairs; saves to `out/model`."""
     try:
         return _dpo(run, pairs, out)
     finally:
@@ -133,14 +170,15 @@ def _sft(run: TrainRun, records: list[dict[str, str]], out: Path) -> TrainResult
     settings = run.settings
     if not isinstance(settings, SFTSettings):
         raise TypeError(f"sft_train needs SFTSettings, got {type(settings).__name__}")
-    device, tokenizer, model = _load(run)
+    loaded = _load(run)
     is_text = "text" in records[0]
-    args = SFTConfig(**_common_args(run, device, out), weight_decay=settings.weight_decay,
+    args = SFTConfig(**_common_args(run, loaded, out), weight_decay=settings.weight_decay,
                      completion_only_loss=not is_text, dataset_text_field="text")
     data = Dataset.from_list(shuffled(records, run.seed))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=data,
+                         processing_class=loaded.tokenizer, peft_config=_peft_config(run.method))
     texts = [r["text"] if is_text else r["prompt"] + r["completion"] for r in records]
-    return _train_and_save(trainer, tokenizer, texts, len(records), run, out)
+    return _train_and_save(trainer, loaded, texts, len(records), run, out)
 
 
 def _dpo(run: TrainRun, pairs: list[dict[str, str]], out: Path) -> TrainResult:
@@ -150,37 +188,75 @@ def _dpo(run: TrainRun, pairs: list[dict[str, str]], out: Path) -> TrainResult:
     settings = run.settings
     if not isinstance(settings, DPOSettings):
         raise TypeError(f"dpo_train needs DPOSettings, got {type(settings).__name__}")
-    device, tokenizer, model = _load(run)
-    args = DPOConfig(**_common_args(run, device, out), beta=settings.beta,
+    loaded = _load(run)
+    args = DPOConfig(**_common_args(run, loaded, out), beta=settings.beta,
                      loss_type=list(settings.loss_type),
                      loss_weights=list(settings.loss_weights) or None)
     rows = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
     data = Dataset.from_list(shuffled(rows, run.seed))
-    # ref_model=None: TRL keeps a frozen copy of the starting (SFT) model as the reference.
-    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
-                         processing_class=tokenizer)
+    # TRL 1.16 (DPOTrainer.__init__, _compute_loss): with a peft_config and no ref_model the
+    # reference forward runs with the adapters disabled, i.e. the starting (SFT) model.
+    ref_model = None if run.method.lora.enabled else _reference(run, loaded)
+    trainer = DPOTrainer(model=loaded.model, ref_model=ref_model, args=args, train_dataset=data,
+                         processing_class=loaded.tokenizer, peft_config=_peft_config(run.method))
     texts = [r["prompt"] + r["chosen"] for r in rows] + [r["prompt"] + r["rejected"] for r in rows]
-    return _train_and_save(trainer, tokenizer, texts, len(rows), run, out)
+    return _train_and_save(trainer, loaded, texts, len(rows), run, out)
 
 
-def _load(run: TrainRun):
+def _weights_dtype(precision: str, frozen: bool) -> str:
+    """Trained weights are fp32 master weights unless pure bf16; frozen ones (a LoRA base,
+    the DPO reference) take the maths' dtype."""
+    if precision == "bf16" or (frozen and precision == "bf16-mixed"):
+        return "bfloat16"
+    return "float32"
+
+
+def _load(run: TrainRun) -> _Loaded:
     set_torch_threads()
     device = pick_device(run.device)
-    return (device, load_tokenizer(run.start_from, run.model),
-            load_causal_lm(run.start_from, run.model, device))
+    precision = run.method.resolved_precision(device)
+    if precision == "bf16":
+        warnings.warn(PURE_BF16_WARNING, stacklevel=3)
+        logger.warning(PURE_BF16_WARNING)       # the stage's log (a Ray worker's stderr)
+    dtype = _weights_dtype(precision, frozen=run.method.lora.enabled)
+    model = load_causal_lm(run.start_from, replace(run.model, dtype=dtype), device)
+    return _Loaded(device, precision, load_tokenizer(run.start_from, run.model), model)
 
 
-def _train_and_save(trainer, tokenizer, texts: list[str], examples: int, run: TrainRun,
+def _reference(run: TrainRun, loaded: _Loaded):
+    """DPO's frozen copy of the starting model (TRL would load it in the trained model's
+    dtype: fp32, twice the memory bf16 autocast needs)."""
+    dtype = _weights_dtype(loaded.precision, frozen=True)
+    return load_causal_lm(run.start_from, replace(run.model, dtype=dtype), loaded.device)
+
+
+def _peft_config(method: TrainMethod):
+    """peft's LoraConfig for `train.lora`, or None for full fine-tuning."""
+    lora: LoraSettings = method.lora
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    targets = lora.target_modules
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules="all-linear" if targets == ("all-linear",) else list(targets),
+                      task_type="CAUSAL_LM")
+
+
+def _train_and_save(trainer, loaded: _Loaded, texts: list[str], examples: int, run: TrainRun,
                     out: Path) -> TrainResult:
     """Train; `texts` are what one epoch forwards (for the token count)."""
     output = trainer.train()
-    tokens = int(_count_tokens(tokenizer, texts) * run.settings.epochs)
-    result = _result(trainer, output, examples, tokens, trainer.args.device.type)
-    _save(trainer, tokenizer, out)
+    tokens = int(_count_tokens(loaded.tokenizer, texts) * run.settings.epochs)
+    result = _result(trainer, output, examples, tokens, loaded.precision)
+    _save(trainer.model, loaded.tokenizer, out, torch_dtype(run.model.dtype, loaded.device))
+    shutil.rmtree(out / "_trainer", ignore_errors=True)
     return result
 
 
-def _save(trainer: Any, tokenizer: Any, out: Path) -> None:
-    trainer.model.save_pretrained(out / Files.MODEL)
+def _save(model: Any, tokenizer: Any, out: Path, dtype: Any) -> None:
+    """The full model in the dtype evaluation loads (`model.dtype`): a LoRA model merged."""
+    if hasattr(model, "merge_and_unload"):          # a peft model
+        model = model.merge_and_unload()
+    model.to(dtype).save_pretrained(out / Files.MODEL)
     tokenizer.save_pretrained(out / Files.MODEL)
-    shutil.rmtree(out / "_trainer", ignore_errors=True)

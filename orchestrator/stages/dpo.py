@@ -2,7 +2,8 @@
 
 Used by `dpo_negative` (outcome pairs) and `dpo_per_step` (pairs at the first
 pit). The SFT model is both the starting point and the frozen reference
-(Setlur et al. 2024), via TRL's `DPOTrainer`.
+(Setlur et al. 2024), via TRL's `DPOTrainer`; with `train.lora` the reference is
+the adapter-free model, which is the same SFT model.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import Config, DPOSettings, ModelLoading
+from orchestrator.config import Config, DPOSettings, ModelLoading, TrainMethod
+from orchestrator.contract import Files, GridPoint, In
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows
-from orchestrator.contract import Files, GridPoint, In
 from orchestrator.training import TrainResult, TrainRun, dpo_train
 
 VERSION = "1"
@@ -25,11 +26,13 @@ class DPOParams:
     model: ModelLoading
     dpo: DPOSettings
     device: str
+    method: TrainMethod         # precision, LoRA (the reference is then the adapter-free model)
     seed: int
 
     @classmethod
     def from_config(cls, config: Config, point: GridPoint) -> DPOParams:
-        return cls(config.model.loading, config.train.dpo, config.train.device, point.seed)
+        return cls(config.model.loading, config.train.dpo, config.train.device,
+                   config.train.method, point.seed)
 
 
 def run(params: DPOParams, inputs: dict[str, Path], out: Path) -> TrainResult:
@@ -38,5 +41,5 @@ def run(params: DPOParams, inputs: dict[str, Path], out: Path) -> TrainResult:
         raise RuntimeError("dpo: no preference pairs to train on (the SFT model's samples gave "
                            "none); raise sampling.samples_per_problem or use larger sizes n")
     start = TrainRun(model_path(inputs[In.MODEL]), params.model, params.dpo, params.seed,
-                     params.device)
+                     params.device, params.method)
     return dpo_train(start, pairs, out)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import Config, ModelLoading, SFTSettings
+from orchestrator.config import Config, ModelLoading, SFTSettings, TrainMethod
+from orchestrator.contract import Files, GridPoint, In
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows
-from orchestrator.contract import Files, GridPoint, In
 from orchestrator.training import TrainResult, TrainRun, sft_train
 
 VERSION = "1"
@@ -25,6 +25,7 @@ class SFTParams:
     model: ModelLoading
     sft: SFTSettings
     device: str
+    method: TrainMethod         # precision, LoRA, gradient checkpointing
     seed: int
     n: int | None = None        # train on the first n records of the data (None: all)
 
@@ -32,8 +33,8 @@ class SFTParams:
     def from_config(cls, config: Config, point: GridPoint, first_n: bool = True) -> SFTParams:
         """`first_n`: train on the data's first n records (a prefix of the teacher pool or the
         human data); otherwise on all of it (RFT data, already built for n)."""
-        return cls(config.model.loading, config.train.sft, config.train.device, point.seed,
-                   point.n if first_n else None)
+        return cls(config.model.loading, config.train.sft, config.train.device,
+                   config.train.method, point.seed, point.n if first_n else None)
 
 
 def run(params: SFTParams, inputs: dict[str, Path], out: Path) -> TrainResult:
@@ -44,5 +45,5 @@ def run(params: SFTParams, inputs: dict[str, Path], out: Path) -> TrainResult:
         raise RuntimeError("sft: the training data is empty")
     rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
     start = TrainRun(model_path(inputs[In.BASE]), params.model, params.sft, params.seed,
-                     params.device)
+                     params.device, params.method)
     return sft_train(start, rows, out)
