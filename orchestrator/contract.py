@@ -1,4 +1,4 @@
-"""What every stage shares: where in the grid it runs, its named inputs and
+"""The stage contract, what every stage shares: where in the grid it runs, its named inputs and
 files, and the result contract (cost accounting reads these fields, typed).
 
 A stage is `run(params, inputs, out) -> Result` with `params` a typed config

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.planning import Cell, Plan, StageSpec
 from orchestrator.contract import Files, StageResult
+from orchestrator.planning import Cell, Plan, StageSpec
 from orchestrator.stages.evaluate import EvalResult
 from orchestrator.store import Outcome
 

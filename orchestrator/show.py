@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import TextIO
 
+from orchestrator.contract import Files
 from orchestrator.credit import PIT_RULES, first_pit
 from orchestrator.records import read_rows
-from orchestrator.contract import Files
 from orchestrator.store import RESULT
 
 # The artifact files `show` renders, in the order it looks for them in a folder.

@@ -9,9 +9,9 @@ and cache keys, `chains` the wiring of each data type's stages (the DAG per
 from __future__ import annotations
 
 from orchestrator.config import Config
+from orchestrator.contract import GridPoint
 from orchestrator.planning.chains import ROWS, CellBuilder, add_shared_stages
 from orchestrator.planning.plan import Cell, Plan, StageSpec, cache_key, describe_plan, make_spec
-from orchestrator.contract import GridPoint
 
 
 def expand_grid(config: Config) -> Plan:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from orchestrator import stages
 from orchestrator.config import DATA_TYPES, Config
-from orchestrator.planning.plan import Plan, make_spec
 from orchestrator.contract import GridPoint, In
+from orchestrator.planning.plan import Plan, make_spec
 from orchestrator.stages.evaluate import EvalParams
 from orchestrator.stages.sft import SFTParams
 

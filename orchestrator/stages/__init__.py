@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
+from orchestrator.contract import StageResult
 from orchestrator.stages import (
     base_model,
     dpo,
@@ -32,7 +33,6 @@ from orchestrator.stages import (
     step_pairs,
     teacher,
 )
-from orchestrator.contract import StageResult
 
 
 @dataclass(frozen=True)

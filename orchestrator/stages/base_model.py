@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Config, ModelConfig, SFTSettings
-from orchestrator.modeling import write_pointer
 from orchestrator.contract import Files, StageResult
+from orchestrator.modeling import write_pointer
 from orchestrator.tasks import TaskSource, format_prompt, make_task
 
 VERSION = "2"  # 2: the tokenizer is fitted on tokenizer_docs problems (was none)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from orchestrator.backends import GenerationRequest, Graded, GradingRule
 from orchestrator.config import Config, EvalConfig, GenerationConfig, ModelLoading
+from orchestrator.contract import Files, In, StageResult
 from orchestrator.modeling import model_path
 from orchestrator.records import write_rows
-from orchestrator.contract import Files, In, StageResult
 from orchestrator.tasks import Problem, TaskSource, format_prompt, make_task
 
 VERSION = "2"  # 2: arith grading accepts only "#### N"

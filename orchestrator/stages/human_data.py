@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Config
-from orchestrator.records import write_rows
 from orchestrator.contract import Files, StageResult
+from orchestrator.records import write_rows
 from orchestrator.stages.teacher import record
 from orchestrator.tasks import TaskSource, make_task
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Config, PairsConfig
+from orchestrator.contract import Files, GridPoint, In, StageResult
 from orchestrator.credit import outcome_pairs
 from orchestrator.records import read_rows, write_rows
-from orchestrator.contract import Files, GridPoint, In, StageResult
 
 VERSION = "1"
 INPUTS = (In.SAMPLES,)

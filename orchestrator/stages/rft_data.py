@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Config, RFTConfig
+from orchestrator.contract import Files, GridPoint, In, StageResult
 from orchestrator.credit import rft_positives
 from orchestrator.records import read_rows, write_rows
-from orchestrator.contract import Files, GridPoint, In, StageResult
 
 VERSION = "3"  # 2: self-samples duplicating the teacher solution are dropped; 3: "= 8." dedups as "= 8"
 

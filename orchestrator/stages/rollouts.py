@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Config, GenerationConfig, ModelLoading
+from orchestrator.contract import Files, GridPoint, In, StageResult
 from orchestrator.credit import prefix_prompts, step_advantages, step_values
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows, write_rows
-from orchestrator.contract import Files, GridPoint, In, StageResult
 from orchestrator.tasks.base import split_steps
 
 VERSION = "2"  # 2: V_0 from the self-samples

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Config, GenerationConfig, ModelLoading, SamplingConfig
+from orchestrator.contract import Files, GridPoint, In, StageResult
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows, write_rows
-from orchestrator.contract import Files, GridPoint, In, StageResult
 
 VERSION = "1"
 INPUTS = (In.MODEL, In.DATA)

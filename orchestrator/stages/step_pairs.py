@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Config
+from orchestrator.contract import Files, GridPoint, In, StageResult
 from orchestrator.credit import first_pit, per_step_pair
 from orchestrator.records import read_rows, write_rows
-from orchestrator.contract import Files, GridPoint, In, StageResult
 
 VERSION = "1"
 INPUTS = (In.ROLLOUTS, In.SAMPLES, In.DATA)

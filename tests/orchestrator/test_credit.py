@@ -14,6 +14,7 @@ import pytest
 import orchestrator.backends
 from orchestrator.backends.base import Completion
 from orchestrator.config import config_from_dict
+from orchestrator.contract import GridPoint
 from orchestrator.credit import (
     dedup_key,
     first_pit,
@@ -27,7 +28,6 @@ from orchestrator.credit import (
 )
 from orchestrator.records import read_rows, write_rows
 from orchestrator.stages import rollouts, step_pairs
-from orchestrator.contract import GridPoint
 
 PROMPT = "Question: Mia has 7 shells. She finds 5 more. She gives away 3. How many?\nAnswer:\n"
 GOOD = ["7 + 5 = 12", "12 - 3 = 9", "#### 9"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.config import config_from_dict
+from orchestrator.contract import StageResult
 from orchestrator.planning import expand_grid
 from orchestrator.results import chain_cost, results_table
 from orchestrator.stages import STAGES
-from orchestrator.contract import StageResult
 from orchestrator.stages.evaluate import EvalResult
 from orchestrator.store import Outcome
 
