@@ -32,7 +32,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu sweep plan show grade ui fit fit-2d docs test test-fast bench lint clean
+.PHONY: help install install-gpu sweep plan show grade ui fit fit-2d docs test test-fast bench gpu-check lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -99,6 +99,11 @@ test-fast: install ## the suite without the slow end-to-end tests
 
 bench: install ## ratio benchmarks (speed and memory against an in-run baseline)
 	$(PY) -m benchmarks
+
+# A GPU machine may reach no package registry: use .venv when there is one, else the
+# python that has vLLM installed (PYTHON=...); the repo itself needs no install.
+gpu-check: ## the GPU path measured on one GPU, < 8 min, no hub or registry (vLLM installed)
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m benchmarks.gpu_check
 
 lint: install ## ruff
 	$(PY) -m ruff check .

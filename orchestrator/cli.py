@@ -88,10 +88,19 @@ def cmd_config_docs(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from orchestrator.processes import exit_code, exit_on_signals
     from orchestrator.sweep import print_report, run_sweep
 
     config = load_config(args.config, args.overrides)
-    summary = run_sweep(config)
+    try:
+        # SIGTERM (SLURM, Kubernetes, a CI harness) and SIGHUP end the sweep like Ctrl-C: the
+        # local Ray it started is shut down, its MLflow run ends KILLED, finished stages stay.
+        with exit_on_signals():
+            summary = run_sweep(config)
+    except KeyboardInterrupt as interrupt:
+        print("\ninterrupted: finished stages are kept; re-run the same command to resume",
+              file=sys.stderr)
+        return exit_code(interrupt)
     print_report(summary, config)
     return EXIT_OK if summary.ok else EXIT_FAILED
 

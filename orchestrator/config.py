@@ -122,6 +122,13 @@ class TeacherConfig:
                                     min=1)
     temperature: float = knob(0.7, "kind=model: sampling temperature", min=0.0)
     max_new_tokens: int = knob(256, "kind=model: longest solution", min=1)
+    chat_template: Literal["auto", "on", "off"] = knob(
+        "auto", "kind=model: wrap each prompt in the teacher tokenizer's chat template (auto: when "
+                "it has one, as instruction-tuned teachers expect)")
+    pilot_min_accuracy: float = knob(
+        0.0, "kind=model: the first chunk of problems is a pilot; stop before paying for the rest "
+             "when its verified fraction is below this, or too low to fill the pool from "
+             "task.n_train problems", min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)
@@ -317,6 +324,7 @@ class ResourcesConfig:
 class ClusterConfig:
     address: str = knob("", "Ray address (empty: RAY_ADDRESS, else a local Ray on this machine)")
     num_cpus: int = knob(0, "local Ray only: CPUs to use (0: all)", min=0)
+    num_gpus: int = knob(0, "local Ray only: GPUs to offer (0: those Ray detects)", min=0)
     max_retries: int = knob(2, "retries of a stage whose worker or node died", min=0)
     retry_exceptions: bool = knob(False, "also retry stages that raised (flaky storage, OOM)")
     artifacts: str = knob("", "stage artifact store shared by sweeps (default <output_dir>/artifacts;"
@@ -442,6 +450,42 @@ def check_consistency(config: Config, where: Where) -> None:
     if config.model.base == "tiny" and config.model.hidden_size % config.model.num_heads:
         raise where.error("model.num_heads", f"must divide model.hidden_size "
                                              f"({config.model.hidden_size})")
+    check_generation(config, where)
+
+
+def generating_stages(config: Config) -> tuple[str, ...]:
+    """The resource groups of the stages that run the generation backend."""
+    return ("sample", "rollouts", "evaluate") + (
+        ("teacher_generate",) if config.teacher.kind == "model" else ())
+
+
+def check_generation(config: Config, where: Where) -> None:
+    """What vLLM would only reject on a GPU node, minutes into a sweep, checked at load."""
+    gen = config.generation
+    if any(not s for s in gen.stop):
+        raise where.error("generation.stop", "an empty stop string would stop every completion "
+                                             "at once")
+    for section in ("sampling", "per_step", "eval", "teacher"):
+        temperature = getattr(config, section).temperature
+        if temperature > 2.0:
+            raise where.error(f"{section}.temperature", f"expected <= 2 (vLLM's limit), "
+                                                        f"got {temperature}")
+    if gen.backend != "vllm":
+        return
+    for group in generating_stages(config):
+        gpus = getattr(config.cluster.resources, group).num_gpus
+        field_name = f"cluster.resources.{group}.num_gpus"
+        if gpus <= 0:
+            raise where.error(field_name, "generation.backend is vllm, which needs a GPU: "
+                                          "give the stage num_gpus > 0")
+        if gen.tensor_parallel_size > max(gpus, 1):
+            raise where.error("generation.tensor_parallel_size",
+                              f"{gen.tensor_parallel_size} GPUs per engine, but {field_name} "
+                              f"reserves {gpus:g}")
+        if gpus < 1 and gen.gpu_memory_utilization > gpus:
+            raise where.error("generation.gpu_memory_utilization",
+                              f"{gen.gpu_memory_utilization:g} of a GPU's memory, but {field_name} "
+                              f"is {gpus:g}: stages sharing the GPU would not fit")
 
 
 def config_help() -> str:

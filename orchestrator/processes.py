@@ -259,3 +259,23 @@ def _command_line(pid: int, limit: int = 120) -> str:
         return "?"
     text = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def owner_tag() -> str:
+    """`host:pid` of this process, for records that must know whether their writer lives."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_is_gone(tag: str) -> bool | None:
+    """Whether the process an `owner_tag` names has ended: True or False for one on this
+    host, None for another host's (or an unreadable tag), whose processes cannot be seen."""
+    host, _, pid = tag.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)        # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:         # alive, another user's
+        return False
+    return False

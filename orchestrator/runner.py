@@ -2,7 +2,13 @@
 
 Every stage of a plan becomes one Ray task with the stage's resources;
 upstream results pass as ObjectRefs, so Ray schedules the DAG and starts a
-stage as soon as its inputs exist. Finished stages (a `DONE` artifact in the
+stage as soon as its inputs exist. A stage that asks for a GPU runs in a
+worker process of its own that exits when the stage ends (Ray only does that
+for `num_gpus` given in the decorator, not in `.options()`, so GPU stages go
+through a second remote function declared with `max_calls=1`): a reused
+worker would keep the CUDA device it first saw and the memory its caching
+allocator reserved, and the next stage would land on the wrong GPU or fail
+vLLM's free-memory check. Finished stages (a `DONE` artifact in the
 store) are not submitted at all. A worker or node that dies has its task
 retried (`cluster.max_retries`); a stage that raises fails alone, and its
 dependents are reported as skipped while independent branches go on.
@@ -14,7 +20,9 @@ one file.
 from __future__ import annotations
 
 import os
+import signal
 import statistics
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +41,8 @@ WORKER_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
 }
 
 
@@ -66,6 +76,28 @@ def ray_session(config: Config) -> Iterator[str]:
 
 def start_ray(config: Config) -> str:
     """Connect to the configured cluster, or start a local Ray; returns where."""
+    with _caller_signal_handlers():
+        return _init_ray(config)
+
+
+@contextmanager
+def _caller_signal_handlers() -> Iterator[None]:
+    """ray.init replaces the driver's SIGTERM handler (with sys.exit, and its core worker
+    with one that aborts the process): put the caller's back, so a sweep that turns SIGTERM
+    into a clean stop (cli.cmd_sweep) still gets to shut its local Ray down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def _init_ray(config: Config) -> str:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -82,7 +114,8 @@ def start_ray(config: Config) -> str:
         return address
     # A purely local Ray: no auth token under $HOME, dashboard only on loopback.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=config.cluster.num_cpus or None, include_dashboard=False,
+    ray.init(num_cpus=config.cluster.num_cpus or None, num_gpus=config.cluster.num_gpus or None,
+             include_dashboard=False,
              dashboard_host="127.0.0.1", runtime_env={"env_vars": env}, log_to_driver=False,
              ignore_reinit_error=True, configure_logging=True, logging_level="warning")
     return "local"
@@ -135,26 +168,38 @@ def concurrent_stages(plan: Plan) -> int:
     return max(1, int(slots))
 
 
-def _remote_stage():
+def _execute(spec: StageSpec, store_root: str, upstream: tuple[Outcome, ...]) -> Outcome:
+    # A stage computes with as many threads as CPUs it reserved, so stages
+    # running side by side do not oversubscribe the cores.
+    os.environ["SYNTHSCALE_TORCH_THREADS"] = str(max(1, int(spec.resources.num_cpus)))
+    inputs = {name: o.artifact_dir for (name, _), o in zip(spec.inputs, upstream, strict=True)}
+    return run_cached(ArtifactStore(store_root), spec, inputs)
+
+
+def _remote_stages():
+    """(shared, isolated): the remote function for CPU stages, whose workers Ray reuses,
+    and the one for GPU stages, whose worker exits after one stage."""
     import ray
 
     @ray.remote
     def execute(spec: StageSpec, store_root: str, *upstream: Outcome) -> Outcome:
-        # A stage computes with as many threads as CPUs it reserved, so stages
-        # running side by side do not oversubscribe the cores.
-        os.environ["SYNTHSCALE_TORCH_THREADS"] = str(max(1, int(spec.resources.num_cpus)))
-        inputs = {name: o.artifact_dir for (name, _), o in zip(spec.inputs, upstream, strict=True)}
-        return run_cached(ArtifactStore(store_root), spec, inputs)
+        return _execute(spec, store_root, upstream)
 
-    return execute
+    @ray.remote(max_calls=1)
+    def execute_in_own_process(spec: StageSpec, store_root: str, *upstream: Outcome) -> Outcome:
+        return _execute(spec, store_root, upstream)
+
+    return execute, execute_in_own_process
 
 
-def _submit(execute, spec: StageSpec, config: Config, store: ArtifactStore, deps: list):
+def _submit(remote, spec: StageSpec, config: Config, store: ArtifactStore, deps: list):
+    shared, isolated = remote
     res = spec.resources
     options = dict(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=config.cluster.max_retries,
                    retry_exceptions=config.cluster.retry_exceptions, name=spec.id)
     if res.memory_gb:
         options["memory"] = int(res.memory_gb * 2**30)
+    execute = isolated if res.num_gpus > 0 else shared
     return execute.options(**options).remote(spec, str(store.root), *deps)
 
 
@@ -165,7 +210,7 @@ def run_plan(plan: Plan, config: Config, events: Events,
     store = ArtifactStore(config.artifacts_dir)
     store.clean_stale()
     report = RunReport()
-    execute = _remote_stage()
+    remote = None               # Ray's remote functions, made when a first stage must run
     pending: dict = {}          # ObjectRef -> key
     refs: dict[str, object] = {}
     for spec in plan.specs:     # topological order: inputs are known before their users
@@ -174,7 +219,8 @@ def run_plan(plan: Plan, config: Config, events: Events,
             events.finished(spec, report.outcomes[spec.key])
             continue
         deps = [refs.get(k) or report.outcomes[k] for _, k in spec.inputs]
-        refs[spec.key] = _submit(execute, spec, config, store, deps)
+        remote = remote or _remote_stages()
+        refs[spec.key] = _submit(remote, spec, config, store, deps)
         pending[refs[spec.key]] = spec.key
         events.submitted(spec)
     _collect(plan, pending, report, events, poll_seconds)

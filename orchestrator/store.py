@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config_schema import to_dict
-from orchestrator.stages import STAGES
 from orchestrator.contract import StageResult
+from orchestrator.processes import owner_is_gone, owner_tag
+from orchestrator.stages import STAGES
 
 DONE = "DONE"
 OWNER = ".owner.json"
@@ -53,6 +54,8 @@ class Outcome:
     cached: bool          # True: found finished, no work done now
     node: str             # host that did the work (or found it done)
     wall_seconds: float   # of this execution (0 when cached)
+    pid: int = 0          # process that did the work (0 when cached)
+    devices: str = ""     # CUDA_VISIBLE_DEVICES as that process saw it
 
 
 class ArtifactStore:
@@ -65,6 +68,10 @@ class ArtifactStore:
     def is_done(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / DONE).exists()
 
+    def all_done(self, specs) -> bool:
+        """Whether every stage of `specs` (StageSpecs) has a finished artifact."""
+        return all(self.is_done(spec.stage, spec.key) for spec in specs)
+
     def load(self, stage: str, key: str) -> Outcome:
         folder = self.path(stage, key)
         record = json.loads((folder / RESULT).read_text())
@@ -74,7 +81,7 @@ class ArtifactStore:
     def new_tmp(self, stage: str, key: str) -> Path:
         tmp = self.root / stage / f".tmp-{key[:16]}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
-        (tmp / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        (tmp / OWNER).write_text(json.dumps({"owner": owner_tag()}))
         return tmp
 
     def commit(self, tmp: Path, stage: str, key: str, spec: dict[str, Any],
@@ -117,14 +124,9 @@ def _is_dead(tmp: Path) -> bool:
         owner = json.loads((tmp / OWNER).read_text())
     except (OSError, ValueError):
         owner = {}
-    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-        try:
-            os.kill(owner["pid"], 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            return True
-        except PermissionError:       # alive, someone else's
-            pass
-        return False
+    gone = owner_is_gone(str(owner.get("owner", "")))
+    if gone is not None:
+        return gone
     try:
         newest = max([tmp.stat().st_mtime] + [p.stat().st_mtime for p in tmp.rglob("*")])
     except OSError:                   # changing under us (or being removed): not dead
@@ -148,4 +150,5 @@ def run_cached(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcom
     description = {"stage": spec.stage, "key": spec.key, "id": spec.id,
                    "params": to_dict(spec.params), "inputs": dict(spec.inputs)}
     final = store.commit(tmp, spec.stage, spec.key, description, to_dict(result))
-    return Outcome(spec.key, spec.stage, str(final), result, False, socket.gethostname(), wall)
+    return Outcome(spec.key, spec.stage, str(final), result, False, socket.gethostname(), wall,
+                   os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", ""))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import yaml
 
 from orchestrator.config import Config, config_dict
 from orchestrator.config_schema import ConfigError
+from orchestrator.contract import Files
 from orchestrator.errors import one_line
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
 from orchestrator.progress import Progress
@@ -36,8 +38,7 @@ from orchestrator.runner import (
     run_plan,
     unplaceable,
 )
-from orchestrator.contract import Files
-from orchestrator.store import Outcome
+from orchestrator.store import ArtifactStore, Outcome
 
 STAGE_ARTIFACTS = {"evaluate": [Files.PREDICTIONS]}   # files logged with a stage's MLflow run
 
@@ -163,11 +164,16 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
     (out / "config.resolved.yaml").write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
     stream.write(f"sweep {config.experiment.name}: {len(plan.cells)} grid cells, "
                  f"{len(plan.specs)} stages; artifacts in {config.artifacts_dir}\n")
-    with ray_session(config) as where:
-        stream.write(f"ray: {where}, {cluster_cpus():g} CPUs\n")
-        _check_placeable(plan, where, stream)
+    # Nothing to do costs nothing: a fully cached sweep starts no Ray (seconds, not 20 s).
+    all_cached = ArtifactStore(config.artifacts_dir).all_done(plan.specs)
+    with nullcontext("not started") if all_cached else ray_session(config) as where:
+        if all_cached:
+            stream.write("ray: not started, every stage is cached\n")
+        else:
+            stream.write(f"ray: {where}, {cluster_cpus():g} CPUs\n")
+            _check_placeable(plan, where, stream)
         tracker = _open_tracker(config, plan)
-        progress = Progress(plan, concurrent_stages(plan), stream)
+        progress = Progress(plan, 1 if all_cached else concurrent_stages(plan), stream)
         events = SweepEvents(config, plan, progress, tracker, stream)
         try:
             report = run_plan(plan, config, events)

@@ -15,6 +15,7 @@ logged by the next one (tagged `cached=true`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 from orchestrator.config_schema import to_dict
 from orchestrator.planning import StageSpec
+from orchestrator.processes import owner_is_gone, owner_tag
 from orchestrator.store import Outcome
 
 # MLflow rejects longer param values (mlflow.utils.validation, 6000 in 3.x);
@@ -82,14 +84,17 @@ class Tracker:
 
     def _logged_keys(self) -> dict[str, str]:
         """cache_key -> run of every completely logged stage. A run left unfinished
-        (its logging broke off) is deleted, so that this sweep logs it again whole.
-        Logging a stage takes seconds; one unfinished for ABANDONED_SECONDS is dead."""
+        (its logging broke off) is deleted, so that this sweep logs it again whole:
+        one whose logging process on this host has ended, or, for another host's,
+        one unfinished for ABANDONED_SECONDS (logging a stage takes seconds)."""
         logged = {}
         abandoned_before = (time.time() - ABANDONED_SECONDS) * 1000
         for run in self._search("tags.synthscale_kind = 'stage'"):
             if run.info.status == "FINISHED":
                 logged[run.data.tags["cache_key"]] = run.info.run_id
-            elif run.info.start_time < abandoned_before:   # not another sweep, logging now
+                continue
+            gone = owner_is_gone(run.data.tags.get("logged_by", ""))
+            if gone or (gone is None and run.info.start_time < abandoned_before):
                 self.client.delete_run(run.info.run_id)
         return logged
 
@@ -132,16 +137,24 @@ class Tracker:
             return None
         tags = {"synthscale_kind": "stage", "stage": spec.stage, "cache_key": spec.key,
                 "node": outcome.node, "cached": str(outcome.cached).lower(),
+                "pid": str(outcome.pid), "cuda_visible_devices": outcome.devices,
                 "artifact_dir": outcome.artifact_dir, "mlflow.parentRunId": self.parent_id,
-                **spec.tag_dict}
+                "logged_by": owner_tag(), **spec.tag_dict}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.id)
         run_id = run.info.run_id
-        self._log_params(run_id, flatten(to_dict(spec.params)))
-        self._log_metrics(run_id, {**to_dict(outcome.result), **extra_metrics},
-                          getattr(outcome.result, "loss_curve", []))
-        for path in artifacts:
-            self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, status="FINISHED")
+        try:
+            self._log_params(run_id, flatten(to_dict(spec.params)))
+            self._log_metrics(run_id, {**to_dict(outcome.result), **extra_metrics},
+                              getattr(outcome.result, "loss_curve", []))
+            for path in artifacts:
+                self.client.log_artifact(run_id, str(path))
+            self.client.set_terminated(run_id, status="FINISHED")
+        except BaseException:
+            # Ctrl-C, SIGTERM or a failing server mid-way: a half-logged run would stand
+            # beside the whole one the next sweep logs. Best effort: the server may be gone.
+            with contextlib.suppress(Exception):
+                self.client.delete_run(run_id)
+            raise
         self.logged[spec.key] = run_id
         return run_id
 

@@ -8,7 +8,11 @@ changes a smaller one. Records keep only answer-verified solutions.
 - `model`: a teacher model through the generation backend samples up to
   `teacher.samples_per_problem` solutions per problem; the first correct one is
   kept. Problems are taken in fixed-size chunks with a per-chunk seed, so the
-  pool's prefix does not depend on n_max.
+  pool's prefix does not depend on n_max. The first chunk is a pilot: when its
+  verified fraction is below `teacher.pilot_min_accuracy`, or too low to fill
+  the pool from the problems there are, the stage stops before paying for the
+  rest. An instruction-tuned teacher gets its chat template around each prompt
+  (`teacher.chat_template`); the pool records keep the student's plain prompt.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Config, GenerationConfig, ModelLoading, TeacherConfig
-from orchestrator.records import write_rows
 from orchestrator.contract import Files, StageResult
+from orchestrator.records import write_rows
 from orchestrator.tasks import Problem, Task, TaskSource, format_prompt, make_task
 
-VERSION = "1"
+VERSION = "2"  # 2: chunks of 200 (the first is the pilot); chat template for hub teachers
 INPUTS = ()
-CHUNK = 512
+CHUNK = 200     # problems per generate call; the first chunk is the pilot
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class TeacherResult(StageResult):
     pool_size: int
     problems_tried: int
     teacher_accuracy: float     # fraction of tried problems with a kept solution
+    pilot_accuracy: float = float("nan")   # the same over the first chunk (model teachers)
 
 
 def record(problem: Problem, template: str, completion: str) -> dict:
@@ -71,10 +76,10 @@ def run(params: TeacherParams, inputs: dict[str, Path], out: Path) -> TeacherRes
     if isinstance(params, OracleTeacherParams):
         task = make_task(params.task, n_train=params.n_max, n_test=0)
         rows = [record(p, task.prompt_template, p.solution) for p in task.split("train")]
-        tried, tokens, kind = len(rows), 0, "oracle"
+        tried, tokens, kind, pilot = len(rows), 0, "oracle", float("nan")
     else:
         task = make_task(params.task, n_train=params.n_train, n_test=0)
-        rows, tried, tokens = _model_teacher(params, task)
+        rows, tried, tokens, pilot = _model_teacher(params, task)
         kind = "model"
     if len(rows) < params.n_max:
         raise RuntimeError(
@@ -82,11 +87,12 @@ def run(params: TeacherParams, inputs: dict[str, Path], out: Path) -> TeacherRes
             f"fewer than the largest grid size {params.n_max}; raise task.n_train, "
             "teacher.samples_per_problem, or lower grid.sizes")
     write_rows(out / Files.DATA, rows)
-    return TeacherResult(kind, len(rows), tried, len(rows) / max(tried, 1),
+    return TeacherResult(kind, len(rows), tried, len(rows) / max(tried, 1), pilot,
                          generated_tokens=tokens)
 
 
-def _model_teacher(params: ModelTeacherParams, task: Task) -> tuple[list[dict], int, int]:
+def _model_teacher(params: ModelTeacherParams, task: Task) -> tuple[list[dict], int, int, float]:
+    """(pool rows, problems tried, generated tokens, the pilot's verified fraction)."""
     from orchestrator.backends import (
         GenerationRequest,
         GradingRule,
@@ -96,7 +102,8 @@ def _model_teacher(params: ModelTeacherParams, task: Task) -> tuple[list[dict], 
 
     teacher = params.teacher
     problems = task.split("train")
-    rows, tried, tokens = [], 0, 0
+    as_prompt = _prompt_format(params, task)
+    rows, tried, tokens, pilot = [], 0, 0, float("nan")
     with open_backend(params.generation, teacher.model, params.model) as backend:
         for chunk_start in range(0, len(problems), CHUNK):
             chunk = problems[chunk_start:chunk_start + CHUNK]
@@ -104,9 +111,7 @@ def _model_teacher(params: ModelTeacherParams, task: Task) -> tuple[list[dict], 
                                         temperature=teacher.temperature,
                                         max_new_tokens=teacher.max_new_tokens,
                                         stop=params.generation.stop, seed=chunk_start)
-            graded = generate_and_grade(backend,
-                                        [format_prompt(task.prompt_template, p.question)
-                                         for p in chunk],
+            graded = generate_and_grade(backend, [as_prompt(p) for p in chunk],
                                         [p.answer for p in chunk], request,
                                         GradingRule(params.task.name))
             tokens += sum(g.completion.num_tokens for attempts in graded for g in attempts)
@@ -116,5 +121,48 @@ def _model_teacher(params: ModelTeacherParams, task: Task) -> tuple[list[dict], 
                 if kept is not None:
                     rows.append(record(problem, task.prompt_template, kept))
                 if len(rows) == params.n_max:
-                    return rows, tried, tokens
-    return rows, tried, tokens
+                    return rows, tried, tokens, len(rows) / tried if chunk_start == 0 else pilot
+            if chunk_start == 0:
+                pilot = len(rows) / len(chunk)
+                check_pilot(pilot, len(chunk), len(problems), params)
+    return rows, tried, tokens, pilot
+
+
+def check_pilot(accuracy: float, pilot_size: int, available: int,
+                params: ModelTeacherParams) -> None:
+    """Stop after the pilot chunk when the full pool cannot be, or should not be, paid for."""
+    expected = accuracy * available
+    where = f"teacher pilot: {accuracy:.1%} of the first {pilot_size} problems verified"
+    if accuracy < params.teacher.pilot_min_accuracy:
+        raise RuntimeError(f"{where}, below teacher.pilot_min_accuracy "
+                           f"{params.teacher.pilot_min_accuracy:.1%}; check the teacher, its "
+                           "prompt format (teacher.chat_template) and max_new_tokens")
+    if expected < params.n_max:
+        raise RuntimeError(f"{where}; at that rate {available} training problems give about "
+                           f"{expected:.0f} solutions, fewer than the pool of {params.n_max}: "
+                           "raise task.n_train or teacher.samples_per_problem, or lower grid.sizes")
+
+
+def _prompt_format(params: ModelTeacherParams, task: Task):
+    """How a problem becomes the teacher's input: the task's prompt, wrapped in the teacher
+    tokenizer's chat template when it has one (teacher.chat_template)."""
+    def plain(problem: Problem) -> str:
+        return format_prompt(task.prompt_template, problem.question)
+
+    mode = params.teacher.chat_template
+    if mode == "off":
+        return plain
+    from orchestrator.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(params.teacher.model, params.model)
+    if not getattr(tokenizer, "chat_template", None):
+        if mode == "on":
+            raise RuntimeError(f"teacher.chat_template is 'on' but {params.teacher.model}'s "
+                               "tokenizer has no chat template")
+        return plain
+
+    def chat(problem: Problem) -> str:
+        return tokenizer.apply_chat_template([{"role": "user", "content": plain(problem)}],
+                                             tokenize=False, add_generation_prompt=True)
+
+    return chat

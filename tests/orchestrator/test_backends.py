@@ -72,7 +72,7 @@ def test_vllm_backend_says_how_to_install_it():
         pytest.skip("vLLM is installed here")
     except ImportError:
         pass
-    with pytest.raises(RuntimeError, match=r"install the GPU extra"):
+    with pytest.raises(RuntimeError, match=r"install the GPU stack"):
         make_backend(GenerationConfig(backend="vllm"), "x", ModelLoading())
 
 
@@ -100,3 +100,56 @@ def test_open_backend_frees_the_model_when_the_block_ends(tmp_path):
     with open_backend(GenerationConfig(), str(folder), ModelLoading()) as opened:
         assert opened.model is not None
     assert opened.model is None
+
+
+@pytest.fixture
+def stand_in_vllm(monkeypatch):
+    """A stand-in `vllm` module (vLLM cannot be imported on a CPU machine) that records what
+    the backend asks of it: the engine's arguments and each generate call's SamplingParams."""
+    import sys
+    import types
+
+    calls: dict[str, list] = {"engine": [], "generate": [], "deleted": []}
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.__dict__.update(kwargs)
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls["engine"].append(kwargs)
+
+        def generate(self, prompts, params, use_tqdm=True):
+            calls["generate"].append(params)
+            out = types.SimpleNamespace(text="#### 1", token_ids=[5, 6], finish_reason="stop")
+            return [types.SimpleNamespace(outputs=[out] * p.n) for p in params]
+
+        def __del__(self):
+            calls["deleted"].append(True)
+
+    module = types.ModuleType("vllm")
+    module.LLM, module.SamplingParams = LLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    return calls
+
+
+def test_vllm_gets_one_seed_per_prompt_and_frees_the_engine(stand_in_vllm):
+    from orchestrator.backends.vllm import prompt_seed
+
+    with open_backend_vllm() as backend:
+        out = backend.generate(PROMPTS, GenerationRequest(n=2, temperature=0.7, seed=5))
+        again = backend.generate(PROMPTS, GenerationRequest(n=2, temperature=0.7, seed=5))
+    assert [len(per_prompt) for per_prompt in out] == [2, 2, 2]
+    seeds = [p.seed for p in stand_in_vllm["generate"][0]]
+    assert len(set(seeds)) == len(PROMPTS)                          # no shared noise across prompts
+    assert seeds == [p.seed for p in stand_in_vllm["generate"][1]]  # and the same on every call
+    assert seeds == [prompt_seed(5, i) for i in range(len(PROMPTS))]
+    assert stand_in_vllm["engine"][0]["enable_prefix_caching"] is True
+    assert stand_in_vllm["deleted"] == [True]                       # close() dropped the engine
+    assert len(again) == 3
+
+
+def open_backend_vllm():
+    from orchestrator.backends import open_backend
+
+    return open_backend(GenerationConfig(backend="vllm"), "some/model", ModelLoading())

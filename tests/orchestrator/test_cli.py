@@ -170,7 +170,7 @@ def test_a_failing_stage_fails_the_sweep_and_skips_what_depends_on_it(tmp_path):
                "grid.sizes=[100]", "cluster.num_gpus=1", *gpu)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "FAILED evaluate[sft_teacher,n=100,seed=0]" in proc.stdout
-    assert "install the GPU extra" in proc.stdout
+    assert "install the GPU stack" in proc.stdout
     assert "skipped evaluate[rft_self,n=100,seed=0] (upstream sample[n=100,seed=0] failed)" in proc.stdout
     assert (tmp_path / "artifacts" / "sft").exists()                 # the SFT model did finish
     assert (tmp_path / "results.csv").read_text().count("\n") == 1    # header only: no faked rows

@@ -110,3 +110,43 @@ def test_config_reference_in_docs_is_current():
 
     assert (ROOT / "docs" / "config.md").read_text() == config_reference(), \
         "docs/config.md is stale: python -m orchestrator config-docs > docs/config.md"
+
+
+VLLM_ON_GPUS = ("generation:\n  backend: vllm\ncluster:\n  resources:\n"
+                "    sample: {num_gpus: 1}\n    rollouts: {num_gpus: 1}\n    evaluate: {num_gpus: 1}\n")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("generation:\n  stop: ['\\n\\n', '']\n", "generation.stop: an empty stop string"),
+    ("sampling:\n  temperature: 2.5\n", "sampling.temperature: expected <= 2"),
+    ("per_step:\n  temperature: 3.0\n", "per_step.temperature: expected <= 2"),
+    ("generation:\n  backend: vllm\n", "cluster.resources.sample.num_gpus: generation.backend is vllm"),
+    (VLLM_ON_GPUS.replace("backend: vllm", "backend: vllm\n  tensor_parallel_size: 2"),
+     "generation.tensor_parallel_size: 2 GPUs per engine, but cluster.resources.sample.num_gpus "
+     "reserves 1"),
+    (VLLM_ON_GPUS.replace("sample: {num_gpus: 1}", "sample: {num_gpus: 0.5}"),
+     "generation.gpu_memory_utilization: 0.85 of a GPU's memory, but "
+     "cluster.resources.sample.num_gpus is 0.5"),
+])
+def test_what_vllm_would_reject_on_the_cluster_is_refused_at_load(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(write(tmp_path, text))
+
+
+def test_a_valid_vllm_setup_loads(tmp_path):
+    fractional = VLLM_ON_GPUS.replace("backend: vllm", "backend: vllm\n  gpu_memory_utilization: 0.4")
+    fractional = fractional.replace("sample: {num_gpus: 1}", "sample: {num_gpus: 0.5}")
+    assert load_config(write(tmp_path, fractional)).cluster.resources.sample.num_gpus == 0.5
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "gpu").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_gpu_configs_fit_an_eight_gpu_node(path):
+    """Eight copies of any one-GPU stage fit a common 8-GPU node (96 vCPUs, 640 GB here):
+    otherwise Ray leaves GPUs idle waiting for CPUs or memory."""
+    resources = load_config(path).cluster.resources
+    for group in ("teacher_generate", "sft", "dpo", "sample", "rollouts", "evaluate"):
+        res = getattr(resources, group)
+        assert res.num_gpus > 0, group
+        per_node = 8 / res.num_gpus
+        assert res.num_cpus * per_node <= 96 and res.memory_gb * per_node <= 640, group

@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 
 from orchestrator.config import config_from_dict
+from orchestrator.contract import GridPoint, In
 from orchestrator.planning import Plan, make_spec
 from orchestrator.runner import Events, ray_session, run_plan
 from orchestrator.stages import base_model, human_data, sft, teacher
-from orchestrator.contract import GridPoint, In
 
 
 class Recorder(Events):
@@ -76,3 +76,36 @@ def test_ray_session_stops_the_local_ray_it_started_even_on_error(tmp_path):
         assert ray.is_initialized()
         raise RuntimeError("inside")
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_each_gpu_stage_runs_in_a_process_of_its_own_with_the_gpu_ray_gave_it(tmp_path):
+    """Fake GPUs on a real local Ray: four GPU-requesting stages (oracle pools of distinct
+    sizes) each ran in a fresh worker that saw the CUDA_VISIBLE_DEVICES Ray assigned, and
+    that worker has exited; CPU stages may share workers."""
+    import time
+
+    import psutil
+    import ray
+
+    config = config_from_dict({
+        "task": {"n_train": 100}, "grid": {"sizes": [10]},
+        "cluster": {"artifacts": str(tmp_path / "store"),
+                    "resources": {"teacher_generate": {"num_cpus": 0.5, "num_gpus": 1}}}})
+    plan = Plan()
+    for pool in (10, 11, 12, 13):
+        params = dataclasses.replace(teacher.from_config(config), n_max=pool)
+        plan.add(make_spec(config, "teacher_generate", f"pool={pool}", params))
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        report = run_plan(plan, config, Recorder())
+    finally:
+        ray.shutdown()
+    outcomes = list(report.outcomes.values())
+    assert len(outcomes) == 4 and not report.failed
+    assert len({o.pid for o in outcomes}) == 4                 # a fresh process per GPU stage
+    assert {o.devices for o in outcomes} <= {"0", "1"}         # one of the two fake GPUs each
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(o.pid) for o in outcomes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(psutil.pid_exists(o.pid) for o in outcomes)  # and it exited afterwards

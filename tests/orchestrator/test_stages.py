@@ -47,18 +47,65 @@ def test_model_teacher_keeps_only_verified_solutions_in_problem_order(tmp_path, 
     monkeypatch.setattr(orchestrator.backends, "make_backend",
                         lambda *a, **k: EveryOtherProblemTeacher(answers))
     params = teacher.ModelTeacherParams(
-        task_cfg.source, 40, TeacherConfig(kind="model", model="x", samples_per_problem=3), 10,
-        config_from_dict({}).generation, config_from_dict({}).model)
+        task_cfg.source, 40, TeacherConfig(kind="model", model="x", samples_per_problem=3,
+                                           chat_template="off"), 10,
+        config_from_dict({}).generation, config_from_dict({}).model.loading)
     result = teacher.run(params, {}, tmp_path)
     rows = read_rows(tmp_path / "data.jsonl")
     assert [r["problem_id"] for r in rows] == [p.id for p in task.split("train")[:20:2]]
     assert all(r["completion"] == f"#### {r['answer']}" for r in rows)
     assert result.pool_size == 10 and result.problems_tried == 19
     assert result.generated_tokens == 40 * 3 * 3      # the whole first chunk was generated
+    assert result.pilot_accuracy == 10 / 19           # the pool filled inside the pilot chunk
 
+    # the pilot (all 40 problems here) verifies half: 20 solutions cannot make a pool of 30
     too_many = dataclasses.replace(params, n_max=30)
-    with pytest.raises(RuntimeError, match="solved only 20 of 40"):
+    with pytest.raises(RuntimeError, match=r"pilot: 50.0% of the first 40 problems verified; .* "
+                                           r"about 20 solutions, fewer than the pool of 30"):
         teacher.run(too_many, {}, tmp_path)
+    picky = dataclasses.replace(params, n_max=21, teacher=dataclasses.replace(
+        params.teacher, pilot_min_accuracy=0.6))
+    with pytest.raises(RuntimeError, match="below teacher.pilot_min_accuracy 60.0%"):
+        teacher.run(picky, {}, tmp_path)
+
+
+def test_a_hub_teacher_gets_its_chat_template(tmp_path, monkeypatch):
+    """A teacher whose tokenizer has a chat template sees each prompt wrapped in it; the pool
+    keeps the student's plain prompt."""
+    from orchestrator.tiny_model import TinyLlamaSpec, save_tiny_model
+
+    folder = tmp_path / "teacher"
+    save_tiny_model(["Question: a\nAnswer:\n#### 1"] * 20, TinyLlamaSpec(
+        hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), seed=0, out_dir=folder)
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = "<|user|>{{ messages[0]['content'] }}<|assistant|>"
+    tokenizer.save_pretrained(folder)
+
+    task_cfg = TaskConfig(n_train=4, n_test=1)
+    task = make_task(task_cfg.source, n_train=4, n_test=0)
+    seen = []
+
+    class Recorder(EveryOtherProblemTeacher):
+        def generate(self, prompts, request):
+            seen.extend(prompts)
+            return [[Completion(f"#### {p.answer}", 2, True)] for p in task.split("train")]
+
+    monkeypatch.setattr(orchestrator.backends, "make_backend", lambda *a, **k: Recorder([]))
+    params = teacher.ModelTeacherParams(task_cfg.source, 4, TeacherConfig(
+        kind="model", model=str(folder), samples_per_problem=1), 4,
+        config_from_dict({}).generation, config_from_dict({}).model.loading)
+    (tmp_path / "out").mkdir()
+    teacher.run(params, {}, tmp_path / "out")
+    plain = f"Question: {task.split('train')[0].question}\nAnswer:\n"
+    assert seen[0] == f"<|user|>{plain}<|assistant|>"
+    assert read_rows(tmp_path / "out" / "data.jsonl")[0]["prompt"] == plain
+    off = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher,
+                                                                  chat_template="off"))
+    seen.clear()
+    (tmp_path / "out-off").mkdir()
+    teacher.run(off, {}, tmp_path / "out-off")
+    assert seen[0] == plain
 
 
 def test_pass_at_k_is_the_unbiased_estimator():

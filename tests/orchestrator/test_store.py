@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -64,13 +65,13 @@ def test_clean_stale_removes_only_dead_attempts(tmp_path, monkeypatch):
     store = ArtifactStore(tmp_path)
     mine = attempt(store, "running here")                       # this process: alive
     dead = attempt(store, "crashed here")
-    (dead / OWNER).write_text(json.dumps({"host": os.uname().nodename, "pid": dead_pid()}))
-    monkeypatch.setattr(store_module.socket, "gethostname", lambda: os.uname().nodename)
-    (mine / OWNER).write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid()}))
+    host = socket.gethostname()
+    (dead / OWNER).write_text(json.dumps({"owner": f"{host}:{dead_pid()}"}))
+    (mine / OWNER).write_text(json.dumps({"owner": f"{host}:{os.getpid()}"}))
     elsewhere_busy = attempt(store, "long GPU stage on another node")
     elsewhere_dead = attempt(store, "preempted node")
     for tmp in (elsewhere_busy, elsewhere_dead):
-        (tmp / OWNER).write_text(json.dumps({"host": "gpu-node-7", "pid": 1234}))
+        (tmp / OWNER).write_text(json.dumps({"owner": "gpu-node-7:1234"}))
     week_ago = time.time() - store_module.STALE_TMP_SECONDS - 60
     for path in [elsewhere_dead, *elsewhere_dead.rglob("*")]:
         os.utime(path, (week_ago, week_ago))

@@ -15,8 +15,9 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.config import load_config
 from orchestrator.planning import expand_grid
+from orchestrator.processes import end_group, start_group
 
-from ..conftest import ROOT
+from ..conftest import ROOT, run_command
 
 pytestmark = pytest.mark.slow
 SMOKE = ROOT / "experiments" / "smoke.yaml"
@@ -28,8 +29,7 @@ def sweep_command(out, uri, name, *extra):
 
 
 def run_sweep(out, uri, name, *extra):
-    proc = subprocess.run(sweep_command(out, uri, name, *extra), capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+    proc = run_command(sweep_command(out, uri, name, *extra), 600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -85,7 +85,7 @@ def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
     assert all(r.data.params["sft.epochs"] == "3.0" for r in sft)
     dpo = [r for r in stages if r.data.tags["stage"] == "dpo"]
     assert {r.data.tags["data_type"] for r in dpo} == {"dpo_negative", "dpo_per_step"}
-    assert all(r.data.params["dpo.beta"] == "0.1" and r.data.metrics["pairs"] > 0 for r in dpo)
+    assert all(r.data.params["dpo.beta"] == "0.1" and r.data.metrics["examples"] > 0 for r in dpo)
     rollouts = [r for r in stages if r.data.tags["stage"] == "rollouts"]
     assert all(r.data.params["rollouts"] == "2" and r.data.metrics["generated_tokens"] > 0
                for r in rollouts)
@@ -98,6 +98,7 @@ def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
 
     second = run_sweep(out, mlflow_server, "e2e", *overrides)
     assert f"(0 run, {len(plan.specs)} cached)" in second
+    assert "ray: not started, every stage is cached" in second      # nothing to do costs nothing
     _, runs_after = runs_of(mlflow_server, "e2e")
     assert len(runs_after) == len(runs)
     assert pd.read_csv(out / "results.csv").equals(results)
@@ -136,25 +137,27 @@ def check_artifacts(out, plan):
 
 def test_interrupted_sweep_resumes_without_redoing_or_duplicating(tmp_path, mlflow_server):
     out = tmp_path / "run"
-    proc = subprocess.Popen(sweep_command(out, mlflow_server, "resume"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    proc = start_group(sweep_command(out, mlflow_server, "resume"), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     finished_before = []
-    deadline = time.time() + 300
-    for line in proc.stdout:
-        if "] sft[" in line:
-            finished_before.append(line.split("] ", 1)[1].split(" ")[0])
-            proc.send_signal(signal.SIGINT)      # Ctrl-C after the first trained model
-            break
-        assert time.time() < deadline, "no stage finished in time"
-    rest = proc.communicate(timeout=120)[0]
+    try:
+        deadline = time.time() + 300
+        for line in proc.stdout:
+            if "] sft[" in line:
+                finished_before.append(line.split("] ", 1)[1].split(" ")[0])
+                proc.send_signal(signal.SIGINT)      # Ctrl-C after the first trained model
+                break
+            assert time.time() < deadline, "no stage finished in time"
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        end_group(proc)
     assert proc.returncode == 130, rest
     assert "re-run the same command to resume" in rest
     results_partial = pd.read_csv(out / "results.csv") if (out / "results.csv").exists() else None
     done_before = {p: p.stat().st_mtime_ns for p in (out / "artifacts").glob("*/*/DONE")}
     assert done_before, "the interrupted run finished no stage"
 
-    resumed = subprocess.run(sweep_command(out, mlflow_server, "resume"), capture_output=True,
-                             text=True, cwd=ROOT, timeout=600)
+    resumed = run_command(sweep_command(out, mlflow_server, "resume"), 600, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"{finished_before[0]} cached" in resumed.stdout
     plan = expand_grid(load_config(SMOKE))

@@ -3,6 +3,7 @@ logging broke off is replaced, not counted as logged."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 from orchestrator.config import config_from_dict
@@ -44,3 +45,34 @@ def test_a_stage_is_logged_once_and_a_broken_run_is_replaced(tmp_path):
     assert again.log_stage(other, outcome, {}, []) is not None
     finished = [r for r in stage_runs(again) if r.info.status == "FINISHED"]
     assert sorted(r.data.tags["cache_key"] for r in finished) == sorted([spec.key, other.key])
+
+
+def test_logging_cut_off_by_ctrl_c_or_a_dead_process_leaves_no_second_run(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) while a stage run is being logged deletes that half-logged run; one
+    left by a process that was killed outright is deleted by the next sweep at once."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10]}, "task": {"n_train": 100}}))
+    spec, other = plan.specs[1], plan.specs[2]
+    outcome = Outcome(spec.key, spec.stage, str(tmp_path), {"wall_seconds": 1.5}, False, "node", 1.5)
+    tracker = Tracker(uri, "exp", tmp_path / "artifacts")
+    tracker.start_sweep("sweep-1", "exp", {}, "plan")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(tracker, "_log_metrics", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tracker.log_stage(spec, outcome, {}, [])
+    assert stage_runs(tracker) == []
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    host = socket.gethostname()
+    tracker.client.create_run(tracker.experiment_id, tags={
+        "synthscale_kind": "stage", "cache_key": other.key, "logged_by": f"{host}:{child.pid}"})
+    assert other.key not in Tracker(uri, "exp", tmp_path / "artifacts").logged
+    assert stage_runs(tracker) == []            # the dead process's run is gone, not 10 min later
