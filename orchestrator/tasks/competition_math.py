@@ -27,7 +27,7 @@ from pathlib import Path
 
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem
 from orchestrator.tasks.grading import last_boxed
-from orchestrator.tasks.jsonl import hub_records, require_str, split_file_records
+from orchestrator.tasks.jsonl import hub_records, require_str, split_file_records, split_limits
 
 HF_DATASET = "EleutherAI/hendrycks_math"
 SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
@@ -50,11 +50,8 @@ class MathTask:
                  n_test: int | None = None, levels: tuple[int, ...] | None = None,
                  subjects: tuple[str, ...] | None = None,
                  prompt_template: str = DEFAULT_PROMPT_TEMPLATE):
-        for label, n in (("n_train", n_train), ("n_test", n_test)):
-            if n is not None and n < 0:
-                raise ValueError(f"math: {label} must be >= 0 or None, got {n}")
+        self.limits = split_limits("math", n_train, n_test)
         self.path = Path(path) if path else None
-        self.limits = {"train": n_train, "test": n_test}
         self.levels = _check_levels(levels)
         self.subjects = _check_subjects(subjects)
         self.prompt_template = prompt_template

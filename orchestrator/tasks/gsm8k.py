@@ -21,7 +21,7 @@ from itertools import islice
 from pathlib import Path
 
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem
-from orchestrator.tasks.jsonl import hub_records, require_str, split_file_records
+from orchestrator.tasks.jsonl import hub_records, require_str, split_file_records, split_limits
 
 HF_DATASET = "openai/gsm8k"
 HF_CONFIG = "main"
@@ -44,11 +44,8 @@ class GSM8KTask:
     def __init__(self, path: str | Path | None = None, n_train: int | None = None,
                  n_test: int | None = None, strip_calculator_annotations: bool = False,
                  prompt_template: str = DEFAULT_PROMPT_TEMPLATE):
-        for label, n in (("n_train", n_train), ("n_test", n_test)):
-            if n is not None and n < 0:
-                raise ValueError(f"gsm8k: {label} must be >= 0 or None, got {n}")
+        self.limits = split_limits("gsm8k", n_train, n_test)
         self.path = Path(path) if path else None
-        self.limits = {"train": n_train, "test": n_test}
         self.strip_calculator_annotations = strip_calculator_annotations
         self.prompt_template = prompt_template
         self._splits: dict[str, list[Problem]] = {}

@@ -46,6 +46,15 @@ def split_file_records(task: str, folder: Path, split: str,
     return read_jsonl(file)
 
 
+def split_limits(task: str, n_train: int | None, n_test: int | None) -> dict[str, int | None]:
+    """{"train": n_train, "test": n_test}, each the number of problems to read from the
+    start of that split (None: all, 0: none)."""
+    for label, n in (("n_train", n_train), ("n_test", n_test)):
+        if n is not None and n < 0:
+            raise ValueError(f"{task}: {label} must be >= 0 or None, got {n}")
+    return {"train": n_train, "test": n_test}
+
+
 def require_str(obj: dict, field: str, where: str, allow_number: bool = False) -> str:
     """`obj[field]` as a string, or a ValueError saying which field is wrong.
 
