@@ -11,6 +11,7 @@ This module must not import torch, ray or mlflow.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -295,7 +296,8 @@ class AnalysisConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    uri: str = knob("", "MLflow tracking URI (default sqlite:///<output_dir>/mlflow.db)")
+    uri: str = knob("", "MLflow tracking URI (empty: MLFLOW_TRACKING_URI if set, else "
+                        "sqlite:///<output_dir>/mlflow.db)")
     experiment: str = knob("", "MLflow experiment name (default experiment.name)")
     log_artifacts: bool = knob(True, "log evaluation JSONL and plots as MLflow artifacts")
 
@@ -367,7 +369,10 @@ class Config:
 
     @property
     def tracking_uri(self) -> str:
-        return self.tracking.uri or f"sqlite:///{(self.output_dir / 'mlflow.db').resolve()}"
+        # MLflow's own variable, as cluster.address falls back to RAY_ADDRESS: a team's
+        # shared server set once in the environment reaches every sweep.
+        return (self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+                or f"sqlite:///{(self.output_dir / 'mlflow.db').resolve()}")
 
     @property
     def mlflow_experiment(self) -> str:
