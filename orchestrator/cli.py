@@ -1,5 +1,8 @@
-"""`python -m orchestrator {sweep,plan,grade,ui,show}`: the command line.
+"""`synthscale` (also `python -m orchestrator`): the command line.
 
+Subcommands: sweep, plan, show, grade, ui, config-docs, and the analysis
+package's fit and fit-2d (dispatched from here, so that `analysis/` keeps
+importing nothing from the orchestrator and `python -m analysis` keeps working).
 Exit codes: 0 success, 1 a failed run (a stage raised, tracking broke),
 2 bad input (config, override, input file); bad input is one line on stderr.
 Each Makefile target calls exactly one of these commands.
@@ -16,6 +19,16 @@ import sys
 from orchestrator.config import ConfigError, config_help, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+PROG = "synthscale"
+
+# analysis/cli.py's commands; their parsers are built only when one is asked for,
+# since importing analysis (pandas, scipy, matplotlib) costs a second or more.
+ANALYSIS_COMMANDS = {
+    "fit": "fit 1-D scaling laws err(n) = E + A n^-alpha to a results CSV, with bootstrap CIs "
+           "and efficiency multipliers (same as python -m analysis fit)",
+    "fit-2d": "fit the 2-D law L(N, D) = E + A/N^alpha + B/D^beta (same as "
+              "python -m analysis fit-2d)",
+}
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -24,29 +37,37 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
                         help="dotted overrides, e.g. grid.seeds=[0,1] train.sft.epochs=2")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _command(sub, name: str, help_: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose own --help opens with the line `synthscale --help` shows for it."""
+    return sub.add_parser(name, help=help_, description=help_, **kwargs)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="scaling-law sweeps of synthetic "
+                                     "data for LLM math reasoning: plan, run, track, fit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     keys = "config keys (set in the YAML or override as key=value):\n" + config_help()
     fmt = argparse.RawDescriptionHelpFormatter
-    sweep = sub.add_parser("sweep", help="run a grid end to end", epilog=keys, formatter_class=fmt)
+    sweep = _command(sub, "sweep", "run a grid end to end (finished stages are reused)",
+                     epilog=keys, formatter_class=fmt)
     _config_args(sweep)
-    plan = sub.add_parser("plan", help="print the stage plan without running it", epilog=keys,
-                          formatter_class=fmt)
+    plan = _command(sub, "plan", "print the stage plan without running it", epilog=keys,
+                    formatter_class=fmt)
     _config_args(plan)
-    grade = sub.add_parser("grade", help="grade a JSONL of completions (fields: completion, answer)")
-    grade.add_argument("file")
-    grade.add_argument("--task", default="gsm8k", choices=["gsm8k", "math", "arith"])
+    grade = _command(sub, "grade", "grade a JSONL of completions (fields: completion, answer)")
+    grade.add_argument("file", help="JSONL, one completion per line, with its reference answer")
+    grade.add_argument("--task", default="gsm8k", choices=["gsm8k", "math", "arith"],
+                       help="answer format to extract and compare (default gsm8k)")
     grade.add_argument("--out", required=True, help="graded JSONL to write")
     grade.add_argument("--timeout", type=float, default=5.0, help="seconds per answer")
-    ui = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 over a sweep's store")
+    ui = _command(sub, "ui", "MLflow UI on 127.0.0.1 over a sweep's store")
     _config_args(ui)
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (keep loopback unless "
                                                           "you mean to expose it)")
-    sub.add_parser("config-docs", help="print the configuration reference (docs/config.md)")
-    show = sub.add_parser("show", help="print a few examples of a stage artifact (samples, pairs, "
-                                       "rollouts with step values, predictions)")
+    _command(sub, "config-docs", "print the configuration reference (docs/config.md)")
+    show = _command(sub, "show", "print a few examples of a stage artifact (samples, pairs, "
+                                 "rollouts with step values, predictions)")
     show.add_argument("artifact", help="an artifact folder or JSONL file, or an experiment YAML "
                                        "(with --stage)")
     show.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (YAML form)")
@@ -56,7 +77,31 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--data-type", help="with a YAML: the data type (for dpo, sft, evaluate)")
     show.add_argument("--problem", help="only records of this problem id")
     show.add_argument("-k", "--count", type=int, default=3, help="records to show (default 3)")
+    for name, help_ in ANALYSIS_COMMANDS.items():
+        # Listed here for `--help`; main() hands these to run_analysis before parsing.
+        _command(sub, name, help_, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def run_analysis(argv: list[str], prog: str = PROG) -> int:
+    """`fit` / `fit-2d`: analysis/cli.py's own parsers and commands under this program name."""
+    from analysis import InputError
+    from analysis import cli as analysis_cli
+
+    parser = argparse.ArgumentParser(prog=prog)
+    sub = parser.add_subparsers(dest="command", required=True)
+    # analysis/cli.py builds its subcommands onto any subparsers object; reusing those
+    # builders keeps one definition of every flag, default and help text.
+    analysis_cli._fit_parser(sub)
+    analysis_cli._fit_2d_parser(sub)
+    args = parser.parse_args(argv)
+    command = {"fit": analysis_cli.cmd_fit, "fit-2d": analysis_cli.cmd_fit_2d}[args.command]
+    try:
+        analysis_cli.check_options(args)
+        return command(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def cmd_show(args) -> int:
@@ -166,8 +211,11 @@ COMMANDS = {"sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_
             "config-docs": cmd_config_docs}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ANALYSIS_COMMANDS:
+        return run_analysis(argv, prog)
+    args = build_parser(prog).parse_args(argv)
     # MLflow's INFO lines (database migrations) would drown the progress display.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
