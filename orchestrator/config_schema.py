@@ -6,7 +6,11 @@ dotted field and what was expected:
 
     experiments/demo.yaml:12: grid.sizes[2]: expected int >= 1, got '1k'
 
-YAML is read with `yaml.safe_load`/`yaml.compose` only (no arbitrary tags).
+YAML is read with PyYAML's SafeLoader only: a `!!python/...` or any other
+non-standard tag is refused, never constructed. A config file is plain UTF-8
+text of at most `MAX_CONFIG_BYTES`; duplicate keys (which YAML would silently
+resolve to the last) are refused; anchors and aliases work, but an alias is
+walked once, so a "billion laughs" document cannot stall the loader.
 Supported field types: bool, int, float, str, tuple[T, ...], Literal[...],
 T | None and nested frozen dataclasses. Field metadata may carry `help`
 (shown by `--help` and the docs), `min`, `max` and `nonempty`.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 import types
 import typing
@@ -28,9 +33,21 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+# An experiment YAML is a few KB; a bigger file is a mistake (a data file passed as a
+# config), and parsing tens of MB of YAML in pure Python takes minutes.
+MAX_CONFIG_BYTES = 1 << 20
+# Deeper YAML nesting than this is refused (PyYAML's composer recurses per level).
+MAX_DEPTH = 64
+# Values echoed in messages are cut to this many characters.
+MAX_ECHO = 80
+TOP = "<top level>"
+
 
 class ConfigError(ValueError):
     """Bad user input in a config file or override; the message is one line."""
+
+    def __init__(self, message: str):
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def knob(default: Any, help: str, **checks: Any) -> Any:
@@ -52,25 +69,75 @@ def yaml_line_map(text: str) -> dict[str, int]:
     lines: dict[str, int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return lines
     if root is not None:
-        _walk_nodes(root, "", lines)
+        _walk_nodes(root, "", lines, set())
     return lines
 
 
-def _walk_nodes(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+def _walk_nodes(node: yaml.Node, path: str, lines: dict[str, int], seen: set[int]) -> None:
     lines[path] = node.start_mark.line + 1
+    # An alias is the same node object again: walk it once (a nested alias bomb
+    # would otherwise be visited exponentially many times).
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = str(key_node.value)
             child = f"{path}.{key}" if path else key
             lines[child] = key_node.start_mark.line + 1
-            _walk_nodes(value_node, child, lines)
+            _walk_nodes(value_node, child, lines, seen)
             lines[child] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk_nodes(item, f"{path}[{i}]", lines)
+            _walk_nodes(item, f"{path}[{i}]", lines, seen)
+
+
+def _duplicate_key(node: yaml.Node, path: str, seen: set[int]) -> tuple[str, int, int] | None:
+    """The first key that a mapping repeats: (dotted path, its line, the first one's line)."""
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    children: list[tuple[str, yaml.Node]] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            line = key_node.start_mark.line + 1
+            if key in first and key_node.tag != "tag:yaml.org,2002:merge":
+                return child, line, first[key]
+            first.setdefault(key, line)
+            children.append((child, value_node))
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(f"{path}[{i}]", item) for i, item in enumerate(node.value)]
+    for child, value_node in children:
+        found = _duplicate_key(value_node, child, seen)
+        if found:
+            return found
+    return None
+
+
+_KEY_LINE = re.compile(r"(\s*)(?:- )?([^\s#:\-\[\]{}][^:#]*?)\s*:(?:\s|$)")
+
+
+def path_at_line(text: str, line: int) -> str:
+    """The dotted key that block-style YAML is inside at `line`, read from indentation
+    alone: for errors in a document that does not parse, so no node tree exists."""
+    stack: list[tuple[int, str]] = []
+    for row in text.splitlines()[:line]:
+        stripped = row.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(row) - len(row.lstrip())
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        match = _KEY_LINE.match(row)
+        if match:
+            stack.append((indent, match.group(2).strip().strip("'\"")))
+    return ".".join(key for _, key in stack) or TOP
 
 
 class Where:
@@ -94,7 +161,13 @@ class Where:
         return self.source
 
     def error(self, path: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.locate(path)}: {path}: {message}")
+        # An override that set something below `path` (grid.sizes.x=1 turned grid.sizes
+        # into a mapping) is where the bad value came from.
+        below = [text for key, text in self.overridden.items() if key.startswith(path + ".")]
+        location = f"override '{below[0]}'" if below and path else self.locate(path)
+        if location.startswith("override '"):
+            location = f"{self.source}: {location}"
+        return ConfigError(f"{location}: {path or TOP}: {message}")
 
 
 # ---------------------------------------------------------------- conversion
@@ -102,14 +175,16 @@ class Where:
 
 def _describe(value: Any) -> str:
     if isinstance(value, str):
-        return repr(value)
+        text = repr(value)
+        return text if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}... ({len(value)} characters)"
     if value is None:
         return "nothing (null)"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{value!r}"
+    text = repr(value)
+    return text if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}... ({len(text)} characters)"
 
 
 def _expected(hint: Any, meta: dict[str, Any]) -> str:
@@ -142,6 +217,8 @@ def _convert_scalar(hint: Any, value: Any, path: str, where: Where, meta: dict[s
         raise where.error(path, f"expected {_expected(hint, meta)}, got {_describe(value)}")
     if hint is float:
         value = float(value)
+        if not math.isfinite(value):
+            raise where.error(path, f"expected a finite {_expected(hint, meta)}, got {value!r}")
     if ("min" in meta and value < meta["min"] or "max" in meta and value > meta["max"]
             or "below" in meta and value >= meta["below"]):
         raise where.error(path, f"expected {_expected(hint, meta)}, got {_describe(value)}")
@@ -181,7 +258,7 @@ def build_dataclass(cls: type, raw: Any, path: str, where: Where) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise where.error(path or "<top level>", f"expected a mapping of fields, got {_describe(raw)}")
+        raise where.error(path or TOP, f"expected a mapping of fields, got {_describe(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
@@ -203,20 +280,29 @@ def build_dataclass(cls: type, raw: Any, path: str, where: Where) -> Any:
 
 def apply_override(raw: dict[str, Any], text: str, where: Where) -> None:
     """Apply one `dotted.key=value` override (value parsed as YAML) to `raw`."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}': expected dotted.key=value, e.g. grid.seeds=[0,1]")
-    key, _, value_text = text.partition("=")
+    key, equals, value_text = text.partition("=")
     key = key.strip()
+    head = f"{where.source}: override '{text}'"
+    if not equals:
+        raise ConfigError(f"{head}: {key or '<empty key>'}: expected dotted.key=value, "
+                          f"e.g. {key or 'grid.seeds'}=[0,1]")
+    parts = key.split(".")
+    if not all(part.strip() for part in parts):
+        raise ConfigError(f"{head}: {key or '<empty key>'}: expected dotted.key=value with a key "
+                          f"like grid.seeds")
     try:
         value = yaml.safe_load(value_text) if value_text.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({exc.problem})") from None
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{head}: {key}: value is not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError(f"{head}: {key}: value nested deeper than {MAX_DEPTH} levels") from None
     node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override '{text}': {part} is not a section")
+            section = ".".join(parts[:i + 1])
+            raise ConfigError(f"{head}: {key}: {section} is a value, not a section")
         node = child
     node[parts[-1]] = value
     where.overridden[key] = text
@@ -224,21 +310,94 @@ def apply_override(raw: dict[str, Any], text: str, where: Where) -> None:
 
 def load_raw(path: Path) -> tuple[dict[str, Any], Where]:
     """Read a YAML file safely: its mapping and where each field came from."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    text = _read_text(path)
+    raw, root = _parse(path, text)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}:1: expected a mapping of sections at the top level")
-    return raw, Where(str(path), yaml_line_map(text))
+        raise ConfigError(f"{path}:1: {TOP}: expected a mapping of sections, got {_describe(raw)}")
+    duplicate = _duplicate_key(root, "", set()) if root is not None else None
+    if duplicate:
+        key, line, first = duplicate
+        raise ConfigError(f"{path}:{line}: {key}: duplicate key (first set on line {first}); "
+                          f"YAML would silently keep only the last")
+    lines: dict[str, int] = {}
+    if root is not None:
+        _walk_nodes(root, "", lines, set())
+    return raw, Where(str(path), lines)
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, refusing what cannot be a config before parsing it."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: {TOP}: cannot read config ({exc.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        size = path.stat().st_size if path.is_file() else len(data)
+        raise ConfigError(f"{path}: {TOP}: {size:,} bytes, over the {MAX_CONFIG_BYTES >> 20} MiB "
+                          f"limit of a config file (is this a data file?)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        field = path_at_line(data.decode("utf-8", "replace"), line)
+        raise ConfigError(f"{path}:{line}: {field}: not UTF-8 text (byte "
+                          f"0x{data[exc.start]:02x}); save the file as UTF-8") from None
+
+
+def _parse(path: Path, text: str) -> tuple[Any, yaml.Node | None]:
+    """The document's data and its node tree, from one SafeLoader pass."""
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)      # its reader refuses control characters here
+        root = loader.get_single_node()
+        return (loader.construct_document(root) if root is not None else None), root
+    except yaml.YAMLError as exc:
+        raise _yaml_error(path, text, exc) from None
+    except RecursionError:
+        line = _too_deep_line(text)
+        raise ConfigError(f"{path}:{line}: {path_at_line(text, line)}: nested deeper than "
+                          f"{MAX_DEPTH} levels") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text[:exc.position].count("\n") + 1
+        problem = f"control character {exc.character!r} is not allowed in YAML"
+    else:
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+    if isinstance(exc, yaml.constructor.ConstructorError):
+        problem += "; a config is plain data (no !!python or other custom tags)"
+    if isinstance(exc, yaml.composer.ComposerError) and "document" in str(problem):
+        return ConfigError(f"{path}:{line}: {TOP}: expected one YAML document, found another "
+                           f"after '---'")
+    where = f"{path}:{line}" if line else str(path)
+    field = path_at_line(text, line) if line else TOP
+    return ConfigError(f"{where}: {field}: not valid YAML ({problem})")
+
+
+def _too_deep_line(text: str) -> int:
+    """The line where nesting passes MAX_DEPTH, found with PyYAML's scanner, which
+    (unlike its composer) does not recurse."""
+    depth = 0
+    opening = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken,
+               yaml.BlockSequenceStartToken, yaml.BlockMappingStartToken)
+    closing = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            depth += isinstance(token, opening) - isinstance(token, closing)
+            if depth > MAX_DEPTH:
+                return token.start_mark.line + 1
+    except yaml.YAMLError:
+        pass
+    return 1
 
 
 # ---------------------------------------------------------------- help
