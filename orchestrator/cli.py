@@ -151,10 +151,13 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from orchestrator.config import describe_changes
     from orchestrator.memory_plan import describe_memory
     from orchestrator.planning import describe_plan, expand_grid
 
     config = load_config(args.config, args.overrides)
+    print(describe_changes(config))
+    print()
     print(describe_plan(expand_grid(config)))
     print()
     print(describe_memory(config))

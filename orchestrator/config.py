@@ -11,11 +11,13 @@ This module must not import torch, ray or mlflow.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from orchestrator.compose import differences, load_composed
 from orchestrator.config_schema import (
     ConfigError,
     Where,
@@ -23,7 +25,6 @@ from orchestrator.config_schema import (
     build_dataclass,
     field_docs,
     knob,
-    load_raw,
     to_dict,
 )
 from orchestrator.credit import PIT_RULES
@@ -383,8 +384,9 @@ class Config:
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read, override and validate an experiment YAML; raises ConfigError (one line)."""
-    raw, where = load_raw(Path(path))
+    """Read (with its `base:` files merged underneath), override and validate an experiment
+    YAML; raises ConfigError (one line)."""
+    raw, where = load_composed(Path(path))
     for text in overrides:
         apply_override(raw, text, where)
     config = build_dataclass(Config, raw, "", where)
@@ -519,6 +521,14 @@ def config_reference() -> str:
 def config_dict(config: Config) -> dict[str, Any]:
     """The whole config as plain data (for logging and hashing)."""
     return to_dict(config)
+
+
+def describe_changes(config: Config) -> str:
+    """What `plan` prints first: every key whose resolved value is not its default."""
+    changed = differences(config_dict(Config()), config_dict(config))
+    lines = [f"  {key} = {json.dumps(value)}   (default {json.dumps(default)})"
+             for key, default, value in changed]
+    return "\n".join(["config (resolved; keys that differ from the defaults):", *lines])
 
 
 __all__ = ["Config", "ConfigError", "DATA_TYPES", "config_dict", "config_from_dict", "config_help",
