@@ -134,9 +134,11 @@ def cmd_config_docs(args) -> int:
 
 def cmd_sweep(args) -> int:
     from orchestrator.processes import exit_code, exit_on_signals
-    from orchestrator.sweep import print_report, run_sweep
+    from orchestrator.sweep import choose_output, print_report, run_sweep
 
-    config = load_config(args.config, args.overrides)
+    config, note = choose_output(load_config(args.config, args.overrides), args.overrides)
+    if note:
+        print(note, flush=True)
     try:
         # SIGTERM (SLURM, Kubernetes, a CI harness) and SIGHUP end the sweep like Ctrl-C: the
         # local Ray it started is shut down, its MLflow run ends KILLED, finished stages stay.
@@ -186,9 +188,10 @@ def cmd_grade(args) -> int:
 
 def cmd_ui(args) -> int:
     from orchestrator.processes import PortInUse, ensure_port_free, exit_code, run_in_group
-    from orchestrator.sweep import is_local_store
+    from orchestrator.sweep import choose_output, is_local_store
 
-    config = load_config(args.config, args.overrides)
+    # The folder the same `sweep` command wrote to (a variant's own, if it got one).
+    config, _ = choose_output(load_config(args.config, args.overrides), args.overrides)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", config.tracking_uri,
                "--host", args.host, "--port", str(args.port)]
     if is_local_store(config.tracking_uri):

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
+from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
+from orchestrator.compose import differences
 from orchestrator.config import Config, config_dict
 from orchestrator.config_schema import ConfigError
 from orchestrator.contract import Files
@@ -155,9 +158,84 @@ def _open_tracker(config: Config, plan: Plan):
     return tracker
 
 
+# ---------------------------------------------------------------- variants
+# A folder's results.csv belongs to the config in its config.resolved.yaml. These keys say
+# where a sweep runs and logs, not what it computes: changing them is the same sweep.
+PLACEMENT = ("experiment.", "cluster.", "tracking.")
+
+
+def _computed(key: str) -> bool:
+    return not any(key == p or key.startswith(p) for p in PLACEMENT)
+
+
+def owner_differences(config: Config, folder: Path) -> list[tuple[str, object, object]]:
+    """How `config` differs from the config whose results.csv is in `folder` (nothing when
+    the folder has no results). Keys only one side knows (a knob added since) are skipped."""
+    stored_file = folder / "config.resolved.yaml"
+    if not (folder / "results.csv").exists() or not stored_file.exists():
+        return []
+    try:
+        stored = yaml.safe_load(stored_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{stored_file}: cannot read the config that produced "
+                          f"{folder / 'results.csv'} ({one_line(exc)})") from None
+    return [(key, old, new) for key, old, new in differences(stored, config_dict(config))
+            if _computed(key) and old is not None and new is not None]
+
+
+def variant_name(overrides: Sequence[str], changed: Sequence[str]) -> str:
+    """A readable folder suffix, as Hydra's override_dirname: the overrides of computed keys
+    (`grid.sizes=[100,200]` -> `grid.sizes=100+200`), sorted, comma-joined; with none, the
+    keys that differ."""
+    named = sorted(text.strip() for text in overrides
+                   if "=" in text and _computed(text.split("=", 1)[0].strip()))
+    parts = named or sorted(changed)
+    cleaned = [re.sub(r"[^A-Za-z0-9._=+-]", "_", re.sub(r"[\[\]\s'\"]", "", part).replace(",", "+"))
+               for part in parts]
+    return ",".join(cleaned)[:200]
+
+
+def _describe_differences(changed: list[tuple[str, object, object]]) -> str:
+    shown = [f"{key}: {json.dumps(old)} there, {json.dumps(new)} here" for key, old, new in
+             changed[:3]]
+    return "; ".join(shown) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
+
+
+def choose_output(config: Config, overrides: Sequence[str] = ()) -> tuple[Config, str]:
+    """The config a sweep runs: unchanged when its folder holds no results of another config;
+    else writing to a variant folder beside it (the same artifact store, so every finished
+    stage is reused), with a line saying so. Never returns a config whose folder holds
+    another config's results: that is a ConfigError."""
+    changed = owner_differences(config, config.output_dir)
+    if not changed:
+        return config, ""
+    folder = config.output_dir
+    variant = folder.with_name(f"{folder.name},{variant_name(overrides, [k for k, _, _ in changed])}")
+    moved = replace(config, experiment=replace(config.experiment, output_dir=str(variant)),
+                    cluster=replace(config.cluster, artifacts=str(config.artifacts_dir)))
+    clash = owner_differences(moved, variant)
+    if clash:
+        raise ConfigError(f"{variant / 'results.csv'} came from another config too "
+                          f"({_describe_differences(clash)}); set experiment.name or "
+                          f"experiment.output_dir to keep both, or delete {variant} to replace it")
+    return moved, (f"{folder / 'results.csv'} came from another config "
+                   f"({_describe_differences(changed)}): this variant writes to {variant}/")
+
+
+def refuse_to_replace(config: Config) -> None:
+    """The last guard before a sweep writes: another config's tables are never replaced."""
+    changed = owner_differences(config, config.output_dir)
+    if changed:
+        raise ConfigError(f"{config.output_dir / 'results.csv'} came from another config "
+                          f"({_describe_differences(changed)}); set experiment.name or "
+                          f"experiment.output_dir to keep both, or delete it to replace it")
+
+
 def run_sweep(config: Config, stream=None) -> SweepSummary:
-    """Run the whole grid; safe to interrupt and re-run (finished stages are skipped)."""
+    """Run the whole grid; safe to interrupt and re-run (finished stages are skipped).
+    `choose_output` first picks a folder that holds no other config's results."""
     stream = stream or sys.stdout
+    refuse_to_replace(config)
     plan = expand_grid(config)
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
