@@ -77,6 +77,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     show.add_argument("--data-type", help="with a YAML: the data type (for dpo, sft, evaluate)")
     show.add_argument("--problem", help="only records of this problem id")
     show.add_argument("-k", "--count", type=int, default=3, help="records to show (default 3)")
+    gc = _command(sub, "gc", "delete stored artifacts that no kept config's plan uses (a dry run "
+                             "unless --delete), and report the bytes freed")
+    gc.add_argument("--keep", nargs="+", action="extend", required=True, metavar="CONFIG",
+                    help="experiment YAMLs or sweep folders (runs/<name>, also a variant's) "
+                         "whose artifacts stay; their stores are the ones cleaned")
+    gc.add_argument("--delete", action="store_true",
+                    help="delete what the dry run lists (default: only list it)")
     for name, help_ in ANALYSIS_COMMANDS.items():
         # Listed here for `--help`; main() hands these to run_analysis before parsing.
         _command(sub, name, help_, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
@@ -213,7 +220,20 @@ def cmd_ui(args) -> int:
         return exit_code(interrupt)
 
 
-COMMANDS = {"sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_ui, "show": cmd_show,
+def cmd_gc(args) -> int:
+    from orchestrator.gc import collect, delete, describe, human
+
+    verdicts = collect(args.keep)
+    print(describe(verdicts))
+    unused = sum(v.unused_bytes for v in verdicts)
+    if not args.delete:
+        print(f"dry run: deleting would free {human(unused)}; add --delete to delete")
+        return EXIT_OK
+    print(f"deleted {sum(len(v.unused) for v in verdicts)} artifacts, freed {human(delete(verdicts))}")
+    return EXIT_OK
+
+
+COMMANDS = {"gc": cmd_gc, "sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_ui, "show": cmd_show,
             "config-docs": cmd_config_docs}
 
 

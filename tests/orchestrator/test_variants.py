@@ -55,6 +55,15 @@ def test_a_variant_gets_its_own_folder_and_reuses_the_store(tmp_path, monkeypatc
     assert "came from another config" not in again and "ray: not started" in again
     assert (out / "results.csv").read_bytes() == original
 
+    # gc: keeping only the first folder, the variant's one evaluation is what it would free
+    gc = run_command([sys.executable, "-m", "orchestrator", "gc", "--keep", str(out)], 120,
+                     cwd=ROOT)
+    assert gc.returncode == 0 and "4 artifacts kept" in gc.stdout, gc.stdout + gc.stderr
+    assert "1 used by no kept plan" in gc.stdout and "\n  evaluate/" in gc.stdout
+    both = run_command([sys.executable, "-m", "orchestrator", "gc", "--keep", str(out),
+                        str(variant)], 120, cwd=ROOT)
+    assert "5 artifacts kept" in both.stdout and "0 used by no kept plan" in both.stdout
+
 
 def _environ(monkeypatch) -> dict[str, str]:
     import os
