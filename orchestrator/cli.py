@@ -208,7 +208,7 @@ def cmd_ui(args) -> int:
     except PortInUse as exc:
         print(f"error: --port {args.port}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"MLflow UI for {config.tracking_uri} on http://{args.host}:{args.port} (Ctrl-C stops)",
+    print(f"MLflow UI for {config.tracking_uri_shown} on http://{args.host}:{args.port} (Ctrl-C stops)",
           flush=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     try:

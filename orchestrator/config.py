@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -374,6 +375,12 @@ class Config:
         # shared server set once in the environment reaches every sweep.
         return (self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI", "")
                 or f"sqlite:///{(self.output_dir / 'mlflow.db').resolve()}")
+
+    @property
+    def tracking_uri_shown(self) -> str:
+        """tracking_uri for messages: a password in it (user:token@host, common in an
+        environment variable) is not printed."""
+        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", self.tracking_uri)
 
     @property
     def mlflow_experiment(self) -> str:

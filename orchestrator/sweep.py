@@ -153,7 +153,7 @@ def _open_tracker(config: Config, plan: Plan):
         tracker.start_sweep(sweep_id(config, plan), config.experiment.name, config_dict(config),
                             describe_plan(plan))
     except Exception as exc:
-        raise ConfigError(f"tracking.uri={config.tracking_uri}: cannot open the MLflow store "
+        raise ConfigError(f"tracking.uri={config.tracking_uri_shown}: cannot open the MLflow store "
                           f"({one_line(exc)})") from exc
     return tracker
 
@@ -260,7 +260,7 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
             raise
     results_csv, per_problem_csv = write_tables(config, plan, report.outcomes)
     stream.write(progress.summary() + "\n")
-    summary = SweepSummary(results_csv, per_problem_csv, config.tracking_uri, report.failed,
+    summary = SweepSummary(results_csv, per_problem_csv, config.tracking_uri_shown, report.failed,
                            report.skipped, events.tracking_errors)
     status = "FAILED"       # unless everything below finishes: never leave the run RUNNING
     try:

@@ -37,3 +37,12 @@ def test_the_knob_help_names_the_variable():
 
     line = next(row for row in config_help().splitlines() if "tracking.uri" in row)
     assert "MLFLOW_TRACKING_URI" in line
+
+
+def test_a_password_in_the_uri_is_never_shown(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:s3cr3t@mlflow.example.org/path")
+    config = config_from_dict({})
+    assert config.tracking_uri == "https://alice:s3cr3t@mlflow.example.org/path"   # MLflow gets it
+    assert config.tracking_uri_shown == "https://alice:***@mlflow.example.org/path"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", SERVER)
+    assert config_from_dict({}).tracking_uri_shown == SERVER
