@@ -46,7 +46,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="scaling-law sweeps of synthetic "
                                      "data for LLM math reasoning: plan, run, track, fit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    keys = "config keys (set in the YAML or override as key=value):\n" + config_help()
+    keys = ("config keys (set in the YAML or override as key=value; a YAML may start from "
+            "others with base: [files]):\n" + config_help())
     fmt = argparse.RawDescriptionHelpFormatter
     sweep = _command(sub, "sweep", "run a grid end to end (finished stages are reused)",
                      epilog=keys, formatter_class=fmt)

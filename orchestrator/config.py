@@ -514,7 +514,9 @@ def config_reference() -> str:
     lines = ["# Configuration reference", "",
              "Generated from the config dataclasses (`python -m orchestrator config-docs`); "
              "every key can be set in an experiment YAML or overridden on the command line "
-             "as `section.key=value`.", ""]
+             "as `section.key=value`. A YAML may start from others: `base: demo.yaml` (or a list) "
+             "merges those files first, then the file's own keys, then the overrides "
+             "(mappings merge, lists replace; paths relative to the including file).", ""]
     section = None
     for key, default, help_ in field_docs(Config):
         head = key.split(".")[0]
