@@ -176,7 +176,9 @@ def owner_differences(config: Config, folder: Path) -> list[tuple[str, object, o
         return []
     try:
         stored = yaml.safe_load(stored_file.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        if not isinstance(stored, dict):
+            raise ValueError("not a mapping of sections")
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"{stored_file}: cannot read the config that produced "
                           f"{folder / 'results.csv'} ({one_line(exc)})") from None
     return [(key, old, new) for key, old, new in differences(stored, config_dict(config))

@@ -127,3 +127,12 @@ def test_variant_names_read_like_the_overrides():
                          "task.path=/data/gsm 8k", "eval.pass_k=4"], []) == \
         "eval.pass_k=4,grid.sizes=100+200,task.path=_data_gsm8k"
     assert variant_name([], ["train.sft.epochs", "grid.seeds"]) == "grid.seeds,train.sft.epochs"
+
+
+def test_an_unreadable_record_of_the_folders_config_is_an_error_not_a_guess(tmp_path):
+    out = owned_folder(tmp_path)
+    (out / "config.resolved.yaml").write_text("- a list\n")
+    overrides = [f"experiment.output_dir={out}", *SMALL]
+    with pytest.raises(ConfigError, match=r"config.resolved.yaml: cannot read the config that "
+                                          r"produced .*results.csv \(ValueError: not a mapping"):
+        choose_output(load_config(SMOKE, overrides), overrides)
