@@ -98,6 +98,11 @@ def _caller_signal_handlers() -> Iterator[None]:
 
 
 def _init_ray(config: Config) -> str:
+    # Ray 2.60 binds GCS, raylet and worker gRPC to all interfaces unless the node IP is
+    # loopback, and ray.init turns a loopback _node_ip_address back into the host's IP unless
+    # this (Linux-misnamed) switch is off, read when ray is imported: a local Ray stays on
+    # 127.0.0.1 (tests/faults/test_exposure.py). A cluster keeps Ray's default.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1" if config.cluster.address or os.environ.get("RAY_ADDRESS") else "0")
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
