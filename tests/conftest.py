@@ -107,6 +107,14 @@ def _wait_until_healthy(proc: subprocess.Popen, uri: str, log: Path) -> None:
     pytest.fail("mlflow server did not come up within 90 s")
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_tracking_uri(monkeypatch):
+    """A sweep honours MLFLOW_TRACKING_URI (issue 14), and mlflow.set_tracking_uri() sets
+    it in this process's environment (MLflow 3), which every later subprocess inherits:
+    each test starts without it, so a sweep's store is the one its test expects."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 # ---------------------------------------------------------------- leak check
 
 
