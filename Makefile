@@ -32,7 +32,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu sweep plan show grade ui gc fit fit-2d docs test test-fast bench gpu-check lint clean
+.PHONY: help install install-gpu sweep plan show grade ui gc fit fit-2d docs test test-fast faults bench gpu-check lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -99,6 +99,9 @@ test: install ## run the whole test suite (what CI runs)
 
 test-fast: install ## the suite without the slow end-to-end tests
 	$(PY) -m pytest -m "not slow and not gpu"
+
+faults: install ## the injected-fault tests of docs/reliability.md (bad configs, hostile outputs, secrets, exposure)
+	$(PY) -m pytest tests/faults
 
 bench: install ## ratio benchmarks (speed and memory against an in-run baseline)
 	$(PY) -m benchmarks
