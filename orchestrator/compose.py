@@ -31,17 +31,8 @@ class ComposedWhere(Where):
         super().__init__(source)
         self.origins: dict[str, str] = {}     # dotted path -> "file:line"
 
-    def locate(self, path: str) -> str:
-        for key, text in self.overridden.items():
-            if path == key or path.startswith(key + ".") or path.startswith(key + "["):
-                return f"override '{text}'"
-        probe = path
-        while probe:
-            if probe in self.origins:
-                return self.origins[probe]
-            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
-            probe = probe.split("[")[0] if probe.endswith("]") else probe
-        return self.source
+    def place_of(self, path: str) -> str | None:
+        return self.origins.get(path)
 
 
 def load_composed(path: Path) -> tuple[dict[str, Any], Where]:

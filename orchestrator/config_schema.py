@@ -153,12 +153,17 @@ class Where:
             if path == key or path.startswith(key + ".") or path.startswith(key + "["):
                 return f"override '{text}'"
         probe = path
-        while probe:
-            if probe in self.lines:
-                return f"{self.source}:{self.lines[probe]}"
+        while probe:        # the closest enclosing key that has a recorded place
+            place = self.place_of(probe)
+            if place is not None:
+                return place
             probe = probe.rsplit(".", 1)[0] if "." in probe else ""
             probe = probe.split("[")[0] if probe.endswith("]") else probe
         return self.source
+
+    def place_of(self, path: str) -> str | None:
+        """`file:line` where exactly `path` was set, or None."""
+        return f"{self.source}:{self.lines[path]}" if path in self.lines else None
 
     def error(self, path: str, message: str) -> ConfigError:
         # An override that set something below `path` (grid.sizes.x=1 turned grid.sizes

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ..conftest import ROOT, as_from_a_terminal, free_port, run_command
+from ..conftest import ROOT, alive, as_from_a_terminal, free_port, run_command
 
 
 def cli(*args, timeout=300):
@@ -86,17 +86,6 @@ def _listening_on(port: int) -> bool:
                for c in psutil.net_connections(kind="inet"))
 
 
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.add(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
                          ids=["SIGTERM", "Ctrl-C", "SIGHUP"])
@@ -124,7 +113,7 @@ def test_ui_serves_the_sweep_store_and_a_signal_ends_all_of_it(tmp_path, signum)
             proc.send_signal(signum)
         assert proc.wait(timeout=30) == 128 + signum
         exited = time.monotonic() - started
-        assert not _alive(pids), [psutil.Process(p).cmdline() for p in _alive(pids)]
+        assert not alive(pids), [psutil.Process(p).cmdline() for p in alive(pids)]
         assert not [p for p in psutil.process_iter() if _in_session(p, server.pid)]
         assert not _listening_on(port)
         print(f"{signal.Signals(signum).name}: the ui command and its {len(pids)} server "
@@ -132,7 +121,7 @@ def test_ui_serves_the_sweep_store_and_a_signal_ends_all_of_it(tmp_path, signum)
         assert exited < 15
         assert f"MLflow UI on port {port} stopped" in proc.stdout.read()
     finally:      # the test failed: end what it started the hard way
-        for pid in _alive(pids | {proc.pid}):
+        for pid in alive(pids | {proc.pid}):
             os.kill(pid, signal.SIGKILL)
         proc.wait()
 

@@ -24,7 +24,7 @@ from orchestrator.processes import (
     start_group,
 )
 
-from ..conftest import ROOT, as_from_a_terminal, run_command
+from ..conftest import ROOT, alive, as_from_a_terminal, run_command
 
 # Prints the pids of four processes, then waits: a plain child, an orphan
 # (its parent exits at once), one in a process group of its own within the
@@ -48,17 +48,6 @@ except KeyboardInterrupt as interrupt:
 """
 
 
-def _alive(pids) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.add(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
 def _read_pids(stream, n: int) -> set[int]:
     return {int(stream.readline()) for _ in range(n)}
 
@@ -76,11 +65,11 @@ def _wait_for_descendants(pid: int, n: int, timeout_s: float = 30) -> set[int]:
 def test_end_group_ends_orphans_other_groups_and_sigterm_ignorers():
     family = start_group(["bash", "-c", FAMILY], stdout=subprocess.PIPE, text=True)
     pids = _read_pids(family.stdout, 4) | {family.pid}
-    assert _alive(pids) == pids and set(session_members(family.pid)) >= pids
+    assert alive(pids) == pids and set(session_members(family.pid)) >= pids
     started = time.monotonic()
     end_group(family, grace_s=1.0)
     took = time.monotonic() - started
-    assert not _alive(pids) and session_members(family.pid) == []
+    assert not alive(pids) and session_members(family.pid) == []
     assert 1.0 <= took < 1.0 + 2.0, took        # the SIGTERM ignorer needed SIGKILL
     assert family.returncode == -signal.SIGTERM
 
@@ -92,7 +81,7 @@ def test_without_proc_the_group_probe_still_ends_the_group(monkeypatch, tmp_path
     pids = _wait_for_descendants(family.pid, 2) | {family.pid}
     assert session_members(family.pid) == [family.pid]
     end_group(family, grace_s=0.5)
-    assert not _alive(pids) and session_members(family.pid) == []
+    assert not alive(pids) and session_members(family.pid) == []
 
 
 def test_end_group_returns_as_soon_as_everything_stopped():
@@ -101,7 +90,7 @@ def test_end_group_returns_as_soon_as_everything_stopped():
     started = time.monotonic()
     end_group(family, grace_s=30)
     assert time.monotonic() - started < 2
-    assert not _alive(pids)
+    assert not alive(pids)
 
 
 def test_zero_grace_is_sigkill_at_once():
@@ -109,7 +98,7 @@ def test_zero_grace_is_sigkill_at_once():
     pids = _wait_for_descendants(family.pid, 1) | {family.pid}
     started = time.monotonic()
     end_group(family, grace_s=0)
-    assert time.monotonic() - started < 2 and not _alive(pids)
+    assert time.monotonic() - started < 2 and not alive(pids)
     assert family.returncode == -signal.SIGKILL
 
 
@@ -142,7 +131,7 @@ def test_a_signal_ends_the_group_and_exits_128_plus_signal(signum):
     started = time.monotonic()
     runner.send_signal(signum)
     assert runner.wait(timeout=15) == 128 + signum
-    assert not _alive(pids), _alive(pids)
+    assert not alive(pids), alive(pids)
     assert time.monotonic() - started < 5
     assert runner.stdout.read() == "stopped\n"
 
@@ -153,7 +142,7 @@ def test_ctrl_c_to_the_terminal_group_reaches_only_the_runner():
     runner, pids = _start_runner("trap 'echo child-got-sigint' INT; sleep 300 & wait", 2)
     os.killpg(runner.pid, signal.SIGINT)
     assert runner.wait(timeout=15) == 130
-    assert not _alive(pids)
+    assert not alive(pids)
     assert "child-got-sigint" not in runner.stdout.read()
 
 
@@ -167,7 +156,7 @@ def test_ctrl_c_typed_in_a_real_terminal():
         pids = _wait_for_descendants(runner.pid, 2) | {runner.pid}
         os.write(master, b"\x03")                  # the line discipline sends SIGINT
         assert runner.wait(timeout=15) == 130
-        assert not _alive(pids)
+        assert not alive(pids)
         assert b"stopped" in os.read(master, 4096)
     finally:
         os.close(master)
@@ -182,10 +171,10 @@ def test_a_signal_started_ignored_stays_ignored():
     pids = _wait_for_descendants(runner.pid, 1) | {runner.pid}
     runner.send_signal(signal.SIGHUP)
     time.sleep(1)
-    assert _alive(pids) == pids
+    assert alive(pids) == pids
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(timeout=15) == 128 + signal.SIGTERM
-    assert not _alive(pids)
+    assert not alive(pids)
 
 
 def test_a_second_signal_skips_the_grace():
@@ -196,7 +185,7 @@ def test_a_second_signal_skips_the_grace():
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(timeout=15) == 128 + signal.SIGTERM
     assert time.monotonic() - started < processes.GRACE_S - 1
-    assert not _alive(pids)
+    assert not alive(pids)
 
 
 def test_a_taken_port_names_its_holder_until_it_is_ended():
