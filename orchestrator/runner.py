@@ -19,6 +19,7 @@ one file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import statistics
@@ -178,7 +179,12 @@ def _execute(spec: StageSpec, store_root: str, upstream: tuple[Outcome, ...]) ->
     # running side by side do not oversubscribe the cores.
     os.environ["SYNTHSCALE_TORCH_THREADS"] = str(max(1, int(spec.resources.num_cpus)))
     inputs = {name: o.artifact_dir for (name, _), o in zip(spec.inputs, upstream, strict=True)}
-    return run_cached(ArtifactStore(store_root), spec, inputs)
+    store = ArtifactStore(store_root)
+    # Ray retries a task whose worker died without telling the driver; the dead attempt's
+    # temporary folder is the trace it leaves, so the sweep can say the stage was retried.
+    earlier = store.dead_attempts(spec.stage, spec.key)
+    outcome = run_cached(store, spec, inputs)
+    return dataclasses.replace(outcome, attempt=earlier + 1) if earlier else outcome
 
 
 def _remote_stages():

@@ -12,8 +12,9 @@ A temporary folder records its owner (host, pid). A later sweep removes it
 when that process is gone (same host) or, for another host's, when nothing in
 it has changed for a week: a long GPU stage is never deleted under its feet.
 
-Each finished folder holds `spec.json` (what ran: stage, key, params, inputs),
-`result.json` (the stage's typed result) and the stage's own files.
+Each finished folder holds `spec.json` (what ran: stage, key, params, inputs; when:
+`started_at`/`ended_at`; with what: `provenance`, the code version, git commit and
+library versions), `result.json` (the stage's typed result) and the stage's own files.
 
 This module is executor-agnostic: it must not import ray or mlflow.
 """
@@ -34,11 +35,12 @@ from typing import Any
 from orchestrator.config_schema import to_dict
 from orchestrator.contract import StageResult
 from orchestrator.processes import owner_is_gone, owner_tag
+from orchestrator.provenance import provenance
 from orchestrator.stages import STAGES
 
 DONE = "DONE"
 OWNER = ".owner.json"
-SPEC = "spec.json"          # what ran: stage, key, id, params, inputs
+SPEC = "spec.json"          # what ran: stage, key, id, params, inputs, times, provenance
 RESULT = "result.json"      # the stage's typed result as JSON
 STALE_TMP_SECONDS = 7 * 24 * 3600     # another host's attempt, untouched this long, is dead
 
@@ -56,6 +58,9 @@ class Outcome:
     wall_seconds: float   # of this execution (0 when cached)
     pid: int = 0          # process that did the work (0 when cached)
     devices: str = ""     # CUDA_VISIBLE_DEVICES as that process saw it
+    started_at: float = 0.0   # epoch seconds the producing run started (cached: that run's)
+    ended_at: float = 0.0     # and ended: MLflow's start and end time of the stage's run
+    attempt: int = 1      # 2 and up: earlier attempts died (worker killed, node lost)
 
 
 class ArtifactStore:
@@ -76,7 +81,31 @@ class ArtifactStore:
         folder = self.path(stage, key)
         record = json.loads((folder / RESULT).read_text())
         result = STAGES[stage].result_type(**record)
-        return Outcome(key, stage, str(folder), result, True, socket.gethostname(), 0.0)
+        spec = self.spec(stage, key)
+        ended = spec.get("ended_at") or (folder / DONE).stat().st_mtime
+        # Made before times were recorded: DONE was written as it ended.
+        started = spec.get("started_at") or ended - result.wall_seconds
+        return Outcome(key, stage, str(folder), result, True, socket.gethostname(), 0.0,
+                       started_at=float(started), ended_at=float(ended))
+
+    def spec(self, stage: str, key: str) -> dict[str, Any]:
+        """The finished artifact's spec.json ({} when unreadable: it only describes)."""
+        try:
+            found = json.loads((self.path(stage, key) / SPEC).read_text())
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def discard(self, stage: str, key: str) -> None:
+        """Remove a finished artifact so that its stage runs again: first out of sight
+        (one rename, so no reader sees half a folder), then from disk."""
+        final = self.path(stage, key)
+        gone = self.root / stage / f".discarded-{key[:16]}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(final, gone)
+        except FileNotFoundError:
+            return                        # discarded already (another sweep)
+        shutil.rmtree(gone, ignore_errors=True)
 
     def new_tmp(self, stage: str, key: str) -> Path:
         tmp = self.root / stage / f".tmp-{key[:16]}-{uuid.uuid4().hex[:8]}"
@@ -104,6 +133,14 @@ class ArtifactStore:
             shutil.rmtree(final)
             os.rename(tmp, final)
         return final
+
+    def dead_attempts(self, stage: str, key: str) -> int:
+        """Remove the temporary folders of earlier attempts at `key` whose process is gone
+        (a worker killed mid-stage, which Ray then retries); returns how many there were."""
+        dead = [tmp for tmp in (self.root / stage).glob(f".tmp-{key[:16]}-*") if _is_dead(tmp)]
+        for tmp in dead:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return len(dead)
 
     def clean_stale(self) -> int:
         """Remove temporary folders of attempts that are dead; returns how many."""
@@ -145,10 +182,13 @@ def run_cached(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcom
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    wall = time.time() - start
+    end = time.time()
+    wall = end - start
     result = dataclasses.replace(result, wall_seconds=round(wall, 3))
     description = {"stage": spec.stage, "key": spec.key, "id": spec.id,
-                   "params": to_dict(spec.params), "inputs": dict(spec.inputs)}
+                   "params": to_dict(spec.params), "inputs": dict(spec.inputs),
+                   "started_at": start, "ended_at": end, "provenance": provenance()}
     final = store.commit(tmp, spec.stage, spec.key, description, to_dict(result))
     return Outcome(spec.key, spec.stage, str(final), result, False, socket.gethostname(), wall,
-                   os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+                   os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                   started_at=start, ended_at=end)

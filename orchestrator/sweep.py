@@ -44,6 +44,7 @@ from orchestrator.runner import (
 from orchestrator.store import ArtifactStore, Outcome
 
 STAGE_ARTIFACTS = {"evaluate": [Files.PREDICTIONS]}   # files logged with a stage's MLflow run
+FIT_TABLES = ("fits", "multipliers")   # analysis CSVs logged as MLflow tables on the sweep's run
 
 
 @dataclass
@@ -54,6 +55,7 @@ class SweepSummary:
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     tracking_errors: list[str] = field(default_factory=list)
+    retried: dict[str, int] = field(default_factory=dict)   # stage id -> attempts it took
     analysis_files: list[Path] = field(default_factory=list)
     analysis_text: str = ""
 
@@ -79,12 +81,17 @@ class SweepEvents(Events):
         self.stream = stream
         self.outcomes: dict[str, Outcome] = {}
         self.tracking_errors: list[str] = []
+        self.retried: dict[str, int] = {}
 
     def submitted(self, spec: StageSpec) -> None:
         self.progress.submitted(spec)
 
     def finished(self, spec: StageSpec, outcome: Outcome) -> None:
         self.outcomes[spec.key] = outcome
+        if outcome.attempt > 1:
+            self.retried[spec.id] = outcome.attempt
+            self.stream.write(f"retried: {spec.id} finished on attempt {outcome.attempt} "
+                              "(an earlier worker died mid-stage; its partial output was dropped)\n")
         self.progress.finished(spec, outcome)
         self._track(spec, outcome)
         # Fresh results reach the tables as they come (a long sweep is readable while it
@@ -114,8 +121,10 @@ class SweepEvents(Events):
         folder = Path(outcome.artifact_dir)
         files = [folder / name for name in STAGE_ARTIFACTS.get(spec.stage, [])
                  if self.config.tracking.log_artifacts and (folder / name).exists()]
+        inputs = {name: self.outcomes[key].artifact_dir for name, key in spec.inputs
+                  if key in self.outcomes}
         try:
-            self.tracker.log_stage(spec, outcome, extra, files)
+            self.tracker.log_stage(spec, outcome, extra, files, inputs)
         except Exception as exc:  # noqa: BLE001 - any tracking failure must not lose compute
             self.tracking_errors.append(one_line(exc))
             self.stream.write(f"warning: MLflow logging stopped ({self.tracking_errors[0]}); "
@@ -263,7 +272,7 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
     results_csv, per_problem_csv = write_tables(config, plan, report.outcomes)
     stream.write(progress.summary() + "\n")
     summary = SweepSummary(results_csv, per_problem_csv, config.tracking_uri_shown, report.failed,
-                           report.skipped, events.tracking_errors)
+                           report.skipped, events.tracking_errors, events.retried)
     status = "FAILED"       # unless everything below finishes: never leave the run RUNNING
     try:
         if config.analysis.enabled:
@@ -302,12 +311,22 @@ def analyse(config: Config, results_csv: Path, tracker, events: SweepEvents) -> 
             if config.tracking.log_artifacts:
                 tracker.log_sweep_files(report.files, "analysis")
             tracker.log_sweep_metrics(report.metrics())
+            tracker.log_sweep_tables({p.stem: p for p in report.files
+                                      if p.suffix == ".csv" and p.stem.startswith(FIT_TABLES)})
         except Exception as exc:  # noqa: BLE001 - the fit is on disk either way
             events.tracking_errors.append(one_line(exc))
     return report.files, report.text()
 
 
 def _end_tracking(tracker, events: SweepEvents, status: str) -> None:
+    results_csv = events.config.output_dir / "results.csv"
+    if status != "KILLED" and not events.tracking_errors and results_csv.exists():
+        try:
+            # The sweep's own table: its run is complete even where its stage runs were
+            # logged under an earlier sweep's run (one that this sweep extends).
+            tracker.log_sweep_tables({"results": results_csv})
+        except Exception as exc:  # noqa: BLE001 - results.csv is on disk either way
+            events.tracking_errors.append(one_line(exc))
     try:
         tracker.end_sweep(status)
     except Exception as exc:  # noqa: BLE001 - the sweep's own outcome matters more
@@ -333,5 +352,7 @@ def print_report(summary: SweepSummary, config: Config, stream=None) -> None:
         stream.write(f"FAILED stage {key[:12]}: {error}\n")
     if summary.skipped:
         stream.write(f"{len(summary.skipped)} stages skipped because an upstream stage failed\n")
+    for stage_id, attempt in summary.retried.items():
+        stream.write(f"retried:     {stage_id} (attempt {attempt}; a worker died)\n")
     for error in summary.tracking_errors:
         stream.write(f"MLflow error: {error}\n")
