@@ -6,6 +6,14 @@ own parent run); one child run per stage, tagged `stage`, `data_type`, `n`,
 `seed`, `cache_key`, `node`, `cached`, with the stage's resolved config slice as
 params and its result as metrics.
 
+A stage run spans the stage's real start and end (for a cached stage, those of the
+run that produced it), so MLflow's Duration column is the stage's wall time. Its
+training or test data are logged as dataset inputs whose digest is the data's cache
+key (`key[:16]`, the store folder's name). The parent run is complete on its own,
+even when a sweep extends an earlier one whose stage runs it does not repeat: the
+resolved config, results.csv and the analysis' fits and multipliers as MLflow tables,
+the git commit, library versions and `experiment.description` as its note.
+
 Idempotent by cache key: before logging a stage, the experiment is searched for
 a run with that `cache_key`; if one exists nothing is logged. A resumed sweep,
 or one that shares stages with an earlier sweep, therefore never duplicates a
@@ -16,15 +24,23 @@ logged by the next one (tagged `cached=true`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from orchestrator.config_schema import to_dict
+from orchestrator.contract import In
 from orchestrator.planning import StageSpec
 from orchestrator.processes import owner_is_gone, owner_tag
+from orchestrator.provenance import code_version, git_commit, library_versions
+from orchestrator.stages import STAGES
 from orchestrator.store import Outcome
 
 # MLflow rejects longer param values (mlflow.utils.validation, 6000 in 3.x);
@@ -32,6 +48,7 @@ from orchestrator.store import Outcome
 PARAM_VALUE_LIMIT = 500
 BATCH = 100  # params/tags per log_batch call
 ABANDONED_SECONDS = 600
+DATA_INPUTS = (In.DATA, In.SAMPLES, In.ROLLOUTS, In.PAIRS)   # stage inputs that are datasets
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -113,7 +130,34 @@ class Tracker:
             self._log_params(self.parent_id, flatten(config))
             self.client.log_text(self.parent_id, json.dumps(config, indent=2), "config.json")
             self.client.log_text(self.parent_id, plan_text, "plan.txt")
+        # Also on a resumed sweep: this attempt's code, libraries and placement.
+        self._log_tags(self.parent_id, sweep_tags(config))
+        self.client.log_text(self.parent_id, yaml.safe_dump(config, sort_keys=False),
+                             "config.resolved.yaml")
         return self.parent_id
+
+    def log_sweep_tables(self, tables: dict[str, Path]) -> None:
+        """CSV files as MLflow tables (`tables/<name>.json`, which the UI shows as tables).
+        A resumed sweep replaces them: `MlflowClient.log_table` would append its rows to
+        the ones already there (MLflow 3.17)."""
+        import pandas as pd
+
+        present = {f.path for f in self.client.list_artifacts(self.parent_id, "tables")}
+        for name, path in tables.items():
+            try:
+                frame = pd.read_csv(path)
+            except pd.errors.EmptyDataError:
+                continue
+            artifact = f"tables/{name}.json"
+            if artifact not in present:
+                self.client.log_table(self.parent_id, frame, artifact)
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                # The file log_table writes (orient="split"), replacing the earlier one.
+                frame.to_json(Path(tmp) / f"{name}.json", orient="split", index=False,
+                              date_format="iso")
+                self.client.log_artifact(self.parent_id, str(Path(tmp) / f"{name}.json"),
+                                         "tables")
 
     def end_sweep(self, status: str) -> None:
         if self.parent_id:
@@ -132,7 +176,9 @@ class Tracker:
 
     # -- one child run per stage
     def log_stage(self, spec: StageSpec, outcome: Outcome, extra_metrics: dict[str, float],
-                  artifacts: list[Path]) -> str | None:
+                  artifacts: list[Path], input_dirs: dict[str, str] | None = None) -> str | None:
+        """One child run for `spec` (none if one is logged already); `input_dirs` (input
+        name -> upstream artifact folder) are the sources of its dataset inputs."""
         if spec.key in self.logged:
             return None
         tags = {"synthscale_kind": "stage", "stage": spec.stage, "cache_key": spec.key,
@@ -140,15 +186,20 @@ class Tracker:
                 "pid": str(outcome.pid), "cuda_visible_devices": outcome.devices,
                 "artifact_dir": outcome.artifact_dir, "mlflow.parentRunId": self.parent_id,
                 "logged_by": owner_tag(), **spec.tag_dict}
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.id)
+        run = self.client.create_run(self.experiment_id, start_time=_millis(outcome.started_at),
+                                     tags=tags, run_name=spec.id)
         run_id = run.info.run_id
         try:
             self._log_params(run_id, flatten(to_dict(spec.params)))
             self._log_metrics(run_id, {**to_dict(outcome.result), **extra_metrics},
                               getattr(outcome.result, "loss_curve", []))
+            datasets = stage_datasets(spec, input_dirs or {})
+            if datasets:
+                self.client.log_inputs(run_id, datasets=datasets)
             for path in artifacts:
                 self.client.log_artifact(run_id, str(path))
-            self.client.set_terminated(run_id, status="FINISHED")
+            self.client.set_terminated(run_id, status="FINISHED",
+                                       end_time=_millis(outcome.ended_at))
         except BaseException:
             # Ctrl-C, SIGTERM or a failing server mid-way: a half-logged run would stand
             # beside the whole one the next sweep logs. Best effort: the server may be gone.
@@ -157,6 +208,13 @@ class Tracker:
             raise
         self.logged[spec.key] = run_id
         return run_id
+
+    def _log_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, v) for k, v in tags.items()]
+        for i in range(0, len(items), BATCH):
+            self.client.log_batch(run_id, tags=items[i:i + BATCH])
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -174,3 +232,45 @@ class Tracker:
                   if math.isfinite(float(loss))]
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+
+def _millis(epoch_seconds: float) -> int | None:
+    """MLflow's milliseconds; None (MLflow's "now") for an outcome that carries no time."""
+    return int(epoch_seconds * 1000) if epoch_seconds > 0 else None
+
+
+def sweep_tags(config: dict[str, Any]) -> dict[str, str]:
+    """What produced a sweep: MLflow's own git-commit and note tags, our versions."""
+    tags = {"synthscale.version": code_version(),
+            **{f"versions.{name}": v for name, v in library_versions().items()}}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    description = str(config.get("experiment", {}).get("description") or "")
+    if description:
+        tags["mlflow.note.content"] = description
+    return tags
+
+
+def stage_datasets(spec: StageSpec, input_dirs: dict[str, str]) -> list:
+    """The dataset inputs of a stage run: a training stage's data (its cache key as digest)
+    and an evaluation's test split (digest: a hash of the task source and its size)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    result_fields = {f.name for f in dataclasses.fields(STAGES[spec.stage].result_type)}
+    found = []
+    if "loss_curve" in result_fields:                       # a training stage
+        for name, key in spec.inputs:
+            if name in DATA_INPUTS:
+                uri = input_dirs.get(name, f"synthscale-artifact:{key}")
+                dataset = Dataset(name, key[:16], "local", json.dumps({"uri": uri}))
+                found.append(DatasetInput(dataset, [InputTag("mlflow.data.context", "training"),
+                                                    InputTag("cache_key", key)]))
+    task, n_test = getattr(spec.params, "task", None), getattr(spec.params, "n_test", None)
+    if task is not None and n_test is not None and spec.stage == "evaluate":
+        source = json.dumps({**to_dict(task), "n_test": n_test}, sort_keys=True)
+        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+        name = f"{getattr(task, 'name', 'task')} test"
+        found.append(DatasetInput(Dataset(name, digest, "synthscale_task", source),
+                                  [InputTag("mlflow.data.context", "evaluation")]))
+    return found

@@ -78,3 +78,30 @@ def test_clean_stale_removes_only_dead_attempts(tmp_path, monkeypatch):
     assert store.clean_stale() == 2
     assert mine.exists() and elsewhere_busy.exists()
     assert not dead.exists() and not elsewhere_dead.exists()
+
+
+def test_an_outcome_carries_the_producing_runs_start_and_end(tmp_path):
+    """run_cached times the stage; a cached outcome has the times of the run that made it
+    (spec.json), and an artifact made before times were recorded is dated by DONE."""
+    from orchestrator.config import config_from_dict
+    from orchestrator.planning import expand_grid
+    from orchestrator.store import SPEC, run_cached
+
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10]}, "task": {"n_train": 100}}))
+    spec = next(s for s in plan.specs if s.stage == "teacher_generate")
+    store = ArtifactStore(tmp_path)
+    before = time.time()
+    fresh = run_cached(store, spec, {})
+    assert before <= fresh.started_at <= fresh.ended_at <= time.time()
+    cached = run_cached(store, spec, {})
+    assert cached.cached and (cached.started_at, cached.ended_at) == (fresh.started_at,
+                                                                      fresh.ended_at)
+    folder = store.path(spec.stage, spec.key)
+    written = json.loads((folder / SPEC).read_text())
+    for name in ("started_at", "ended_at"):
+        del written[name]
+    (folder / SPEC).write_text(json.dumps(written))
+    os.utime(folder / DONE, (before - 100, before - 100))
+    legacy = store.load(spec.stage, spec.key)
+    assert legacy.ended_at == before - 100
+    assert legacy.started_at == before - 100 - legacy.result.wall_seconds

@@ -76,3 +76,80 @@ def test_logging_cut_off_by_ctrl_c_or_a_dead_process_leaves_no_second_run(tmp_pa
         "synthscale_kind": "stage", "cache_key": other.key, "logged_by": f"{host}:{child.pid}"})
     assert other.key not in Tracker(uri, "exp", tmp_path / "artifacts").logged
     assert stage_runs(tracker) == []            # the dead process's run is gone, not 10 min later
+
+
+def test_a_stage_run_spans_its_real_times_and_names_its_datasets(tmp_path):
+    """Duration in the MLflow UI is the stage's own (here an hour ago, for ten minutes),
+    and a training stage's data and an evaluation's test split are its dataset inputs."""
+    from orchestrator.training import TrainResult
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10]}, "task": {"n_train": 100}}))
+    sft = next(s for s in plan.specs if s.stage == "sft")
+    evaluate = next(s for s in plan.specs if s.stage == "evaluate")
+    started = time.time() - 3600
+    result = TrainResult(examples=10, steps=2, final_loss=1.0, device="cpu", train_tokens=70)
+    outcome = Outcome(sft.key, "sft", str(tmp_path), result, True, "node", 0.0,
+                      started_at=started, ended_at=started + 600)
+    tracker = Tracker(uri, "exp", tmp_path / "artifacts")
+    tracker.start_sweep("sweep-1", "exp", {}, "plan")
+    data_key = dict(sft.inputs)["data"]
+    run_id = tracker.log_stage(sft, outcome, {}, [], {"data": "/store/teacher_generate/x"})
+    eval_id = tracker.log_stage(evaluate, Outcome(evaluate.key, "evaluate", str(tmp_path),
+                                                  {"wall_seconds": 1.0}, False, "node", 1.0), {}, [])
+
+    run = tracker.client.get_run(run_id)
+    assert run.info.start_time == int(started * 1000)
+    assert run.info.end_time - run.info.start_time == 600_000
+    (data,) = run.inputs.dataset_inputs            # the base model is not a dataset
+    assert data.dataset.digest == data_key[:16] and "/store/teacher_generate/x" in data.dataset.source
+    assert {t.key: t.value for t in data.tags}["mlflow.data.context"] == "training"
+    (test_split,) = tracker.client.get_run(eval_id).inputs.dataset_inputs
+    assert test_split.dataset.name == "arith test"
+    assert {t.key: t.value for t in test_split.tags}["mlflow.data.context"] == "evaluation"
+    # An outcome without times (older callers) is timed by MLflow, not at 1970.
+    assert tracker.client.get_run(eval_id).info.start_time > started * 1000
+
+
+def test_the_sweep_run_is_complete_on_its_own(tmp_path):
+    """The parent run carries the code, libraries, note, resolved config and tables; a
+    resumed sweep replaces results.json instead of appending to it."""
+    import json
+    import subprocess
+    from importlib import metadata
+
+    import pandas as pd
+
+    from orchestrator.provenance import PROJECT
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = {"experiment": {"name": "exp", "description": "why this sweep"},
+              "grid": {"sizes": [10]}}
+    results = tmp_path / "results.csv"
+    results.write_text("data_type,n,seed,test_error\nteacher,10,0,0.5\nteacher,10,1,0.7\n")
+    tracker = Tracker(uri, "exp", tmp_path / "artifacts")
+    parent = tracker.start_sweep("sweep-1", "exp", config, "plan")
+    tracker.log_sweep_tables({"results": results})
+    tracker.end_sweep("FINISHED")
+
+    again = Tracker(uri, "exp", tmp_path / "artifacts")
+    assert again.start_sweep("sweep-1", "exp", config, "plan") == parent
+    results.write_text("data_type,n,seed,test_error\nteacher,10,0,0.5\nteacher,10,1,0.6\n"
+                       "teacher,10,2,0.4\n")
+    again.log_sweep_tables({"results": results})
+    # (load_table itself searches the global tracking URI, not this client's store.)
+    table = pd.read_json(again.client.download_artifacts(parent, "tables/results.json",
+                                                         str(tmp_path)), orient="split")
+    assert list(table["seed"]) == [0, 1, 2]               # not the 5 rows log_table appends
+
+    tags = again.client.get_run(parent).data.tags
+    assert {"path": "tables/results.json", "type": "table"} in json.loads(
+        tags["mlflow.loggedArtifacts"])                # what the UI lists as a table
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True,
+                          text=True).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == head
+    assert tags["versions.torch"] == metadata.version("torch")
+    assert "versions.vllm" not in tags                # not installed here: absent, not "None"
+    assert tags["mlflow.note.content"] == "why this sweep"
+    logged = {f.path for f in again.client.list_artifacts(parent)}
+    assert {"config.resolved.yaml", "config.json", "tables"} <= logged
