@@ -331,6 +331,9 @@ class ClusterConfig:
     num_gpus: int = knob(0, "local Ray only: GPUs to offer (0: those Ray detects)", min=0)
     max_retries: int = knob(2, "retries of a stage whose worker or node died", min=0)
     retry_exceptions: bool = knob(False, "also retry stages that raised (flaky storage, OOM)")
+    strict_cache: bool = knob(False, "recompute cached stages whose spec.json names other versions"
+                                     " of torch, transformers, trl, vllm or ray than this sweep's"
+                                     " (default: reuse them, with a warning)")
     artifacts: str = knob("", "stage artifact store shared by sweeps (default <output_dir>/artifacts;"
                               " on a cluster a path every node sees)")
     resources: ResourcesConfig = knob(ResourcesConfig(), "per-stage resource requests")

@@ -63,13 +63,13 @@ def provenance() -> dict[str, Any]:
     return found
 
 
-def library_differences(recorded: dict[str, Any], current: dict[str, str]) -> list[str]:
+def library_differences(recorded: Any, current: dict[str, str]) -> list[str]:
     """The libraries whose version differs between an artifact's `provenance` and this
-    process, as "torch 2.11.0 (here 2.13.0)". An artifact that records no provenance
-    (made before it was recorded) has no known differences."""
-    made_with = recorded.get("libraries")
+    process, as "torch 2.11.0 (here 2.13.0)". Only libraries installed on both sides
+    count: a CPU-only driver without vllm says nothing about the GPU workers' vllm. An
+    artifact that records no provenance (made before it was recorded) has none."""
+    made_with = recorded.get("libraries") if isinstance(recorded, dict) else None
     if not isinstance(made_with, dict):
         return []
-    names = sorted(set(made_with) | set(current))
-    return [f"{name} {made_with.get(name, 'absent')} (here {current.get(name, 'absent')})"
-            for name in names if made_with.get(name) != current.get(name)]
+    return [f"{name} {made_with[name]} (here {current[name]})"
+            for name in sorted(set(made_with) & set(current)) if made_with[name] != current[name]]

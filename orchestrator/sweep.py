@@ -25,6 +25,7 @@ from orchestrator.contract import Files
 from orchestrator.errors import one_line
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
 from orchestrator.progress import Progress
+from orchestrator.provenance import library_differences, library_versions
 from orchestrator.results import (
     chain_cost,
     devices_reserved,
@@ -253,6 +254,7 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
     (out / "config.resolved.yaml").write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
     stream.write(f"sweep {config.experiment.name}: {len(plan.cells)} grid cells, "
                  f"{len(plan.specs)} stages; artifacts in {config.artifacts_dir}\n")
+    check_cache_provenance(config, plan, stream)
     # Nothing to do costs nothing: a fully cached sweep starts no Ray (seconds, not 20 s).
     all_cached = ArtifactStore(config.artifacts_dir).all_done(plan.specs)
     with nullcontext("not started") if all_cached else ray_session(config) as where:
@@ -283,6 +285,32 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
     finally:
         _end_tracking(tracker, events, status)
     return summary
+
+
+def check_cache_provenance(config: Config, plan: Plan, stream) -> None:
+    """Cached artifacts whose spec.json names other library versions than this sweep's:
+    reused with one warning per stage kind, or, with cluster.strict_cache, removed so
+    that this sweep recomputes them. (The cache key covers configs and code, not the
+    environment: a torch upgrade keeps every key.)"""
+    store = ArtifactStore(config.artifacts_dir)
+    here = library_versions()
+    stale: dict[str, list[StageSpec]] = {}
+    made_with: dict[str, list[str]] = {}
+    for spec in plan.specs:
+        if not store.is_done(spec.stage, spec.key):
+            continue
+        found = library_differences(store.spec(spec.stage, spec.key).get("provenance"), here)
+        if found:
+            stale.setdefault(spec.stage, []).append(spec)
+            made_with.setdefault(spec.stage, found)
+    for stage, specs in stale.items():
+        what = f"{len(specs)} cached {stage} stage(s) made with {', '.join(made_with[stage])}"
+        if config.cluster.strict_cache:
+            for spec in specs:
+                store.discard(spec.stage, spec.key)
+            stream.write(f"cluster.strict_cache: recomputing {what}\n")
+        else:
+            stream.write(f"warning: reusing {what}; cluster.strict_cache=true recomputes them\n")
 
 
 def _check_placeable(plan: Plan, where: str, stream) -> None:
