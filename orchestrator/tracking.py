@@ -105,13 +105,15 @@ class Tracker:
         one whose logging process on this host has ended, or, for another host's,
         one unfinished for ABANDONED_SECONDS (logging a stage takes seconds)."""
         logged = {}
-        abandoned_before = (time.time() - ABANDONED_SECONDS) * 1000
+        abandoned_before = time.time() - ABANDONED_SECONDS
         for run in self._search("tags.synthscale_kind = 'stage'"):
             if run.info.status == "FINISHED":
                 logged[run.data.tags["cache_key"]] = run.info.run_id
                 continue
             gone = owner_is_gone(run.data.tags.get("logged_by", ""))
-            if gone or (gone is None and run.info.start_time < abandoned_before):
+            # Not start_time: a stage run starts when the stage did, maybe days ago.
+            began = float(run.data.tags.get("logged_at") or run.info.start_time / 1000)
+            if gone or (gone is None and began < abandoned_before):
                 self.client.delete_run(run.info.run_id)
         return logged
 
@@ -185,7 +187,7 @@ class Tracker:
                 "node": outcome.node, "cached": str(outcome.cached).lower(),
                 "pid": str(outcome.pid), "cuda_visible_devices": outcome.devices,
                 "artifact_dir": outcome.artifact_dir, "mlflow.parentRunId": self.parent_id,
-                "logged_by": owner_tag(), **spec.tag_dict}
+                "logged_by": owner_tag(), "logged_at": f"{time.time():.0f}", **spec.tag_dict}
         run = self.client.create_run(self.experiment_id, start_time=_millis(outcome.started_at),
                                      tags=tags, run_name=spec.id)
         run_id = run.info.run_id

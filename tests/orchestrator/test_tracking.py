@@ -153,3 +153,17 @@ def test_the_sweep_run_is_complete_on_its_own(tmp_path):
     assert tags["mlflow.note.content"] == "why this sweep"
     logged = {f.path for f in again.client.list_artifacts(parent)}
     assert {"config.resolved.yaml", "config.json", "tables"} <= logged
+
+
+def test_another_hosts_run_of_an_old_cached_stage_is_not_taken_for_abandoned(tmp_path):
+    """A stage run starts when the stage did (days ago, for a cached stage): whether its
+    logging was abandoned is judged by when the logging began (`logged_at`)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10]}, "task": {"n_train": 100}}))
+    tracker = Tracker(uri, "exp", tmp_path / "artifacts")
+    days_ago = int((time.time() - 3 * 86400) * 1000)
+    being_logged = tracker.client.create_run(tracker.experiment_id, start_time=days_ago, tags={
+        "synthscale_kind": "stage", "cache_key": plan.specs[1].key,
+        "logged_by": "gpu-node-7:1234", "logged_at": f"{time.time():.0f}"}).info.run_id
+    Tracker(uri, "exp", tmp_path / "artifacts")
+    assert tracker.client.get_run(being_logged).info.lifecycle_stage == "active"
