@@ -114,6 +114,8 @@ class Tracker:
             # Not start_time: a stage run starts when the stage did, maybe days ago.
             began = float(run.data.tags.get("logged_at") or run.info.start_time / 1000)
             if gone or (gone is None and began < abandoned_before):
+                # A killed logger's run is RUNNING forever otherwise (even in the trash).
+                self.client.set_terminated(run.info.run_id, status="KILLED")
                 self.client.delete_run(run.info.run_id)
         return logged
 

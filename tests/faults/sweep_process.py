@@ -79,14 +79,17 @@ def ray_worker(title_prefix: str, timeout: float) -> psutil.Process:
     raise AssertionError(f"no process titled {title_prefix}* within {timeout:.0f} s")
 
 
-def stage_runs(uri: str, experiment: str) -> list:
-    """Every MLflow run of `experiment` (stage runs and the sweep's parent runs)."""
+def stage_runs(uri: str, experiment: str, every: bool = False) -> list:
+    """Every MLflow run of `experiment` (stage runs and the sweep's parent runs); with
+    `every`, the deleted ones too."""
+    from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no MLflow experiment {experiment} at {uri}"
-    return client.search_runs([found.experiment_id], max_results=1000)
+    view = ViewType.ALL if every else ViewType.ACTIVE_ONLY
+    return client.search_runs([found.experiment_id], max_results=1000, run_view_type=view)
 
 
 def assert_one_result_per_cell(out: Path, runs: list, stages: int, cells: int = 1) -> None:

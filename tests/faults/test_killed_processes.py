@@ -1,5 +1,5 @@
 """Killed processes (issue 12): a Ray worker `kill -9`ed mid-stage is retried and the
-sweep completes with each result once; a driver `kill -9`ed at fixed points resumes on
+sweep completes with each result once; a driver `kill -9`ed at two fixed points resumes on
 re-run without redoing finished stages or duplicating a result, its Ray dying with it."""
 
 from __future__ import annotations
@@ -38,3 +38,68 @@ def test_a_worker_killed_mid_stage_is_retried_and_the_sweep_completes(tmp_path, 
     assert (published / "DONE").exists() and (published / "result.json").exists()
     results = pd.read_csv(out / "results.csv")
     assert results["test_error"].between(0, 1).all()
+
+
+def _kill_driver_after(sweep: Sweep, needle: str) -> list:
+    """SIGKILL the sweep's own process as soon as it prints `needle`; returns the processes
+    it had started (its local Ray), which must die with it."""
+    sweep.wait_for(needle, timeout=300)
+    started = sweep.descendants()
+    sweep.process.send_signal(signal.SIGKILL)
+    sweep.process.wait(timeout=30)
+    return started
+
+
+def _still_alive(processes: list, timeout: float) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in processes if p.is_running() and p.status() != "zombie"]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_driver_killed_at_two_points_resumes_without_redoing_or_duplicating(
+        tmp_path, mlflow_server):
+    experiment = f"driver-kill-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "out"
+    args = (f"tracking.uri={mlflow_server}", f"tracking.experiment={experiment}")
+    texts = []
+    # Each point is right after a finished-stage line: the driver is then logging that stage
+    # to MLflow, and after an evaluation, writing results.csv and per_problem.csv.
+    for needle in ("] sft[n=100,seed=0] ", "] evaluate["):
+        sweep = Sweep(out, *args)
+        try:
+            started = _kill_driver_after(sweep, needle)
+        finally:
+            sweep.finish(timeout=30)
+        texts.append(sweep.text)
+        assert started, "the sweep started no Ray processes"
+        # Ray's fate sharing: its local processes do not outlive a SIGKILLed driver
+        # (checked before Sweep.finish's end_group could clean up for it)
+        assert not _still_alive(started, 30), sweep.text
+        running = [r.info.run_name for r in stage_runs(mlflow_server, experiment)
+                   if r.info.status == "RUNNING"]
+        print(f"killed after {needle!r}: left RUNNING: {running}")
+    sweep = Sweep(out, *args)
+    code = sweep.finish(timeout=300)
+    texts.append(sweep.text)
+    assert code == 0, sweep.text[-3000:]
+    assert f"{STAGES}/{STAGES} stages" in sweep.text and f"({STAGES} cached" in sweep.text.replace(
+        f"0 run, {STAGES} cached", f"({STAGES} cached"), sweep.text
+    # no stage computed twice across the attempts: a finished one is never redone (one that
+    # finished in Ray just as its driver died is found cached by the next attempt)
+    lines = [line for text in texts for line in text.splitlines()
+             if line.startswith("[") and "/4] " in line and " on " in line]
+    computed = [line.split("] ", 1)[1].split(" ")[0] for line in lines]
+    assert len(computed) == len(set(computed)) and "base_model[tiny]" in computed, computed
+    runs = stage_runs(mlflow_server, experiment)
+    assert_one_result_per_cell(out, runs, STAGES)
+    (parent,) = [r for r in runs if r.data.tags.get("synthscale_kind") == "sweep"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["attempts"] == "3"
+    # the killed attempts' half-logged stage runs: ended KILLED and deleted, never RUNNING
+    every = stage_runs(mlflow_server, experiment, every=True)
+    trashed = [r for r in every if r.info.lifecycle_stage == "deleted"]
+    assert trashed and all(r.info.status == "KILLED" for r in trashed), \
+        [(r.info.run_name, r.info.status) for r in trashed]
