@@ -83,6 +83,16 @@ def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
         assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["predictions.jsonl"]
     sft = [r for r in stages if r.data.tags["stage"] == "sft"]
     assert all(r.data.params["sft.epochs"] == "3.0" for r in sft)
+    for run in sft:         # issue 14: Duration is the stage's own; its data is an input
+        seconds = (run.info.end_time - run.info.start_time) / 1000
+        assert seconds == pytest.approx(run.data.metrics["wall_seconds"], abs=0.01)
+        data_key = dict(plan.get(run.data.tags["cache_key"]).inputs)["data"]
+        assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [data_key[:16]]
+    parent_tags = sweeps[0].data.tags
+    assert parent_tags["mlflow.note.content"] == load_config(SMOKE).experiment.description
+    assert "versions.torch" in parent_tags and "versions.trl" in parent_tags
+    tables = {a.path for a in client.list_artifacts(sweeps[0].info.run_id, "tables")}
+    assert {"tables/results.json", "tables/fits.json", "tables/multipliers.json"} <= tables
     dpo = [r for r in stages if r.data.tags["stage"] == "dpo"]
     assert {r.data.tags["data_type"] for r in dpo} == {"dpo_negative", "dpo_per_step"}
     assert all(r.data.params["dpo.beta"] == "0.1" and r.data.metrics["examples"] > 0 for r in dpo)
