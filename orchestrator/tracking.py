@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +50,12 @@ PARAM_VALUE_LIMIT = 500
 BATCH = 100  # params/tags per log_batch call
 ABANDONED_SECONDS = 600
 DATA_INPUTS = (In.DATA, In.SAMPLES, In.ROLLOUTS, In.PAIRS)   # stage inputs that are datasets
+# MLflow 3.x retries a failed request 7 times with backoff factor 2, 120 s timeout each: a
+# dead server stalled a sweep for over 400 s per call (tests/faults/test_tracking_lost.py).
+# A few seconds of retries ride out a blip; after that the sweep computes on, MLflow behind.
+# Set in the environment, a user's own values win.
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -75,6 +82,8 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None):
         from mlflow.tracking import MlflowClient
 
+        for name, value in HTTP_RETRIES.items():
+            os.environ.setdefault(name, value)
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         self.experiment_id = self._experiment(experiment, artifact_root)
