@@ -5,8 +5,10 @@ temporary folder beside it, which gets its `DONE` marker last and is then
 renamed into place in one atomic step: the final folder exists only complete,
 and anything else is an interrupted attempt, redone. That single mechanism
 gives resume after preemption, de-duplication across sweeps sharing the store,
-and safe retries (two workers racing on one key both finish; the first rename
-wins, the loser's copy is dropped).
+and safe retries (two writers racing on one key both finish; the first rename
+wins, the loser's copy is dropped). Before computing, a process takes the key's
+claim (`<key>.claim`, created with O_EXCL, naming host:pid): a second sweep on the
+same store waits for it and finds the stage done instead of computing it again.
 
 A temporary folder records its owner (host, pid). A later sweep removes it
 when that process is gone (same host) or, for another host's, when nothing in
@@ -43,6 +45,7 @@ OWNER = ".owner.json"
 SPEC = "spec.json"          # what ran: stage, key, id, params, inputs, times, provenance
 RESULT = "result.json"      # the stage's typed result as JSON
 STALE_TMP_SECONDS = 7 * 24 * 3600     # another host's attempt, untouched this long, is dead
+CLAIM_POLL_SECONDS = 1.0             # how often a waiting sweep looks again
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,10 @@ class ArtifactStore:
             if _is_dead(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
+        for claim_file in self.root.glob("*/*.claim"):
+            if _claim_is_dead(claim_file):
+                claim_file.unlink(missing_ok=True)
+                removed += 1
         return removed
 
 
@@ -171,10 +178,53 @@ def _is_dead(tmp: Path) -> bool:
     return time.time() - newest > STALE_TMP_SECONDS
 
 
+def _claim_is_dead(claim: Path) -> bool:
+    """Whether the process that claimed a key is gone: on this host, by its pid; another
+    host's claim only once it is STALE_TMP_SECONDS old (its processes cannot be seen)."""
+    try:
+        gone = owner_is_gone(claim.read_text().strip())
+        age = time.time() - claim.stat().st_mtime
+    except OSError:                   # released meanwhile: try again
+        return False
+    return gone if gone is not None else age > STALE_TMP_SECONDS
+
+
+def claim(store: ArtifactStore, stage: str, key: str) -> Path | None:
+    """Wait for the right to compute `key` (an O_EXCL `<key>.claim` file naming this
+    process): the claim's path, or None when another process finished `key` meanwhile.
+    A dead owner's claim is taken over. Two sweeps sharing a store thus compute a stage
+    once: the second waits and finds it done."""
+    path = store.root / stage / f"{key[:16]}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while not store.is_done(stage, key):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _claim_is_dead(path):
+                path.unlink(missing_ok=True)
+            else:
+                time.sleep(CLAIM_POLL_SECONDS)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(owner_tag())
+        return path
+    return None
+
+
 def run_cached(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcome:
     """Run `spec` unless its artifact is done; the one place a stage function is called."""
-    if store.is_done(spec.stage, spec.key):
+    held = claim(store, spec.stage, spec.key)
+    if held is None:
         return store.load(spec.stage, spec.key)
+    try:
+        if store.is_done(spec.stage, spec.key):   # published between the check and the claim
+            return store.load(spec.stage, spec.key)
+        return _compute(store, spec, input_dirs)
+    finally:
+        held.unlink(missing_ok=True)
+
+
+def _compute(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcome:
     tmp = store.new_tmp(spec.stage, spec.key)
     start = time.time()
     try:

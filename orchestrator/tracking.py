@@ -96,7 +96,13 @@ class Tracker:
             return found.experiment_id
         # With a local store, keep artifacts beside it instead of MLflow's ./mlruns default.
         location = artifact_root.resolve().as_uri() if artifact_root else None
-        return self.client.create_experiment(name, artifact_location=location)
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:  # noqa: BLE001 - MlflowException, or the server's 'already exists'
+            found = self.client.get_experiment_by_name(name)   # another sweep made it just now
+            if found is None:
+                raise
+            return found.experiment_id
 
     def _search(self, filter_string: str) -> list:
         runs, token = [], None
@@ -192,7 +198,7 @@ class Tracker:
                   artifacts: list[Path], input_dirs: dict[str, str] | None = None) -> str | None:
         """One child run for `spec` (none if one is logged already); `input_dirs` (input
         name -> upstream artifact folder) are the sources of its dataset inputs."""
-        if spec.key in self.logged:
+        if spec.key in self.logged or self._logged_meanwhile(spec.key):
             return None
         tags = {"synthscale_kind": "stage", "stage": spec.stage, "cache_key": spec.key,
                 "node": outcome.node, "cached": str(outcome.cached).lower(),
@@ -228,6 +234,14 @@ class Tracker:
         items = [RunTag(k, v) for k, v in tags.items()]
         for i in range(0, len(items), BATCH):
             self.client.log_batch(run_id, tags=items[i:i + BATCH])
+
+    def _logged_meanwhile(self, key: str) -> bool:
+        """Whether another sweep sharing this store logged `key` since this one started
+        (two sweeps at once, tests/faults/test_concurrent_sweeps.py)."""
+        found = self._search(f"tags.cache_key = '{key}' and attributes.status = 'FINISHED'")
+        if found:
+            self.logged[key] = found[0].info.run_id
+        return bool(found)
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
