@@ -32,7 +32,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu sweep plan show grade ui gc fit fit-2d docs test test-fast faults bench gpu-check lint clean
+.PHONY: help install install-gpu sweep plan show grade ui gc verify fit fit-2d docs test test-fast faults bench gpu-check lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ grade: install ## grade a JSONL of completions: make grade FILE=x.jsonl TASK=gsm
 
 ui: install ## MLflow UI on 127.0.0.1 over a sweep's store
 	$(PY) -m orchestrator ui $(CONFIG) $(ARGS)
+
+verify: install ## check an artifact store (every finished stage whole): make verify STORE=runs/demo
+	$(PY) -m orchestrator verify $(or $(STORE),runs/demo) $(ARGS)
 
 gc: install ## list artifacts no kept config uses: make gc KEEP='experiments/demo.yaml runs/demo_full' [ARGS=--delete]
 	$(PY) -m orchestrator gc --keep $(or $(KEEP),$(CONFIG)) $(ARGS)

@@ -1,6 +1,6 @@
 """`synthscale` (also `python -m orchestrator`): the command line.
 
-Subcommands: sweep, plan, show, grade, ui, config-docs, and the analysis
+Subcommands: sweep, plan, show, grade, ui, gc, verify, config-docs, and the analysis
 package's fit and fit-2d (dispatched from here, so that `analysis/` keeps
 importing nothing from the orchestrator and `python -m analysis` keeps working).
 Exit codes: 0 success, 1 a failed run (a stage raised, tracking broke),
@@ -85,6 +85,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                          "whose artifacts stay; their stores are the ones cleaned")
     gc.add_argument("--delete", action="store_true",
                     help="delete what the dry run lists (default: only list it)")
+    verify = _command(sub, "verify", "check an artifact store: every finished stage whole and "
+                                     "as published; exit 1 if any is broken or foreign")
+    verify.add_argument("store", help="an artifact store (cluster.artifacts) or a sweep folder "
+                                      "(runs/<name>, whose artifacts/ is checked)")
+    verify.add_argument("--fast", action="store_true",
+                        help="compare file sizes only, not sha256 (what a sweep checks)")
     for name, help_ in ANALYSIS_COMMANDS.items():
         # Listed here for `--help`; main() hands these to run_analysis before parsing.
         _command(sub, name, help_, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
@@ -234,7 +240,26 @@ def cmd_gc(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"gc": cmd_gc, "sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_ui, "show": cmd_show,
+def cmd_verify(args) -> int:
+    from pathlib import Path
+
+    from orchestrator.verify import verify_store
+
+    root = Path(args.store)
+    root = root / "artifacts" if (root / "artifacts").is_dir() else root
+    if not root.is_dir():
+        raise ConfigError(f"{args.store}: no such artifact store (a folder of stage folders)")
+    checked, findings = verify_store(root, deep=not args.fast)
+    for finding in findings:
+        print(finding)
+    broken = sum(f.damage for f in findings)
+    print(f"{root}: {checked} finished stages checked, {broken} broken or foreign, "
+          f"{len(findings) - broken} leftovers" + ("" if not broken else
+          "; a sweep sets broken stages aside and computes them again"))
+    return EXIT_FAILED if broken else EXIT_OK
+
+
+COMMANDS = {"gc": cmd_gc, "verify": cmd_verify, "sweep": cmd_sweep, "plan": cmd_plan, "grade": cmd_grade, "ui": cmd_ui, "show": cmd_show,
             "config-docs": cmd_config_docs}
 
 

@@ -24,6 +24,7 @@ This module is executor-agnostic: it must not import ray or mlflow.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -44,6 +45,7 @@ DONE = "DONE"
 OWNER = ".owner.json"
 SPEC = "spec.json"          # what ran: stage, key, id, params, inputs, times, provenance
 RESULT = "result.json"      # the stage's typed result as JSON
+MANIFEST = "manifest.json"  # every other file's bytes and sha256, written just before DONE
 STALE_TMP_SECONDS = 7 * 24 * 3600     # another host's attempt, untouched this long, is dead
 CLAIM_POLL_SECONDS = 1.0             # how often a waiting sweep looks again
 
@@ -122,6 +124,9 @@ class ArtifactStore:
         (tmp / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
         (tmp / RESULT).write_text(json.dumps(result, indent=2, sort_keys=True))
         (tmp / OWNER).unlink(missing_ok=True)
+        # Sizes and hashes of what is published, so a truncated or edited file is found
+        # (orchestrator/verify.py) instead of trusted.
+        (tmp / MANIFEST).write_text(json.dumps(manifest(tmp), indent=1, sort_keys=True))
         (tmp / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         final = self.path(stage, key)
         try:
@@ -159,6 +164,21 @@ class ArtifactStore:
                 claim_file.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+def manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """relative path -> {"bytes", "sha256"} of every file in `folder` but DONE and the
+    manifest itself."""
+    entries = {}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_file() and name not in (DONE, MANIFEST):
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            entries[name] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return entries
 
 
 def _is_dead(tmp: Path) -> bool:

@@ -43,6 +43,7 @@ from orchestrator.runner import (
     unplaceable,
 )
 from orchestrator.store import ArtifactStore, Outcome
+from orchestrator.verify import check_cached
 
 STAGE_ARTIFACTS = {"evaluate": [Files.PREDICTIONS]}   # files logged with a stage's MLflow run
 FIT_TABLES = ("fits", "multipliers")   # analysis CSVs logged as MLflow tables on the sweep's run
@@ -255,6 +256,7 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
     stream.write(f"sweep {config.experiment.name}: {len(plan.cells)} grid cells, "
                  f"{len(plan.specs)} stages; artifacts in {config.artifacts_dir}\n")
     check_cache_provenance(config, plan, stream)
+    check_cached(config.artifacts_dir, plan.specs, stream)   # never trust a broken cache
     # Nothing to do costs nothing: a fully cached sweep starts no Ray (seconds, not 20 s).
     all_cached = ArtifactStore(config.artifacts_dir).all_done(plan.specs)
     with nullcontext("not started") if all_cached else ray_session(config) as where:

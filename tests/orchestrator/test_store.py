@@ -32,7 +32,11 @@ def test_commit_publishes_a_complete_folder(tmp_path):
     assert not store.is_done("sft", KEY)
     final = store.commit(tmp, "sft", KEY, {"stage": "sft"}, result(1.0))
     assert store.is_done("sft", KEY) and not tmp.exists()
-    assert sorted(p.name for p in final.iterdir()) == [DONE, "out.txt", "result.json", "spec.json"]
+    assert sorted(p.name for p in final.iterdir()) == [DONE, "manifest.json", "out.txt",
+                                                       "result.json", "spec.json"]
+    listed = json.loads((final / "manifest.json").read_text())
+    assert sorted(listed) == ["out.txt", "result.json", "spec.json"]
+    assert listed["out.txt"]["bytes"] == len("first")
     loaded = store.load("sft", KEY).result
     assert loaded.final_loss == 1.0 and loaded.train_tokens == 7 and loaded.wall_seconds == 0.0
 
