@@ -24,6 +24,7 @@ This module is executor-agnostic: it must not import ray or mlflow.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -181,6 +182,33 @@ def manifest(folder: Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
+def _is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it: libraries wrap OSError) is a full disk or quota."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def folder_bytes(folder: Path) -> int:
+    try:
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    except OSError:
+        return 0
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem that holds `path` (or its nearest existing parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
 def _is_dead(tmp: Path) -> bool:
     """Whether the attempt writing `tmp` is gone: its process on this host, or, for
     another host (whose processes we cannot see), no change for STALE_TMP_SECONDS."""
@@ -249,16 +277,22 @@ def _compute(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcome:
     start = time.time()
     try:
         result = STAGES[spec.stage].run(spec.params, {k: Path(v) for k, v in input_dirs.items()}, tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        end = time.time()
+        wall = end - start
+        result = dataclasses.replace(result, wall_seconds=round(wall, 3))
+        description = {"stage": spec.stage, "key": spec.key, "id": spec.id,
+                       "params": to_dict(spec.params), "inputs": dict(spec.inputs),
+                       "started_at": start, "ended_at": end, "provenance": provenance()}
+        final = store.commit(tmp, spec.stage, spec.key, description, to_dict(result))
+    except BaseException as exc:
+        written = folder_bytes(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)      # nothing half-written is published
+        if _is_disk_full(exc):
+            raise OSError(errno.ENOSPC, f"{store.root}: disk full while {spec.id} was writing "
+                          f"its artifact ({written:,} bytes written, {free_bytes(store.root):,} "
+                          f"free now): it needs more than {written:,} bytes; free space there or "
+                          "point cluster.artifacts elsewhere") from exc
         raise
-    end = time.time()
-    wall = end - start
-    result = dataclasses.replace(result, wall_seconds=round(wall, 3))
-    description = {"stage": spec.stage, "key": spec.key, "id": spec.id,
-                   "params": to_dict(spec.params), "inputs": dict(spec.inputs),
-                   "started_at": start, "ended_at": end, "provenance": provenance()}
-    final = store.commit(tmp, spec.stage, spec.key, description, to_dict(result))
     return Outcome(spec.key, spec.stage, str(final), result, False, socket.gethostname(), wall,
                    os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                    started_at=start, ended_at=end)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import statistics
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -42,7 +43,7 @@ from orchestrator.runner import (
     run_plan,
     unplaceable,
 )
-from orchestrator.store import ArtifactStore, Outcome
+from orchestrator.store import DONE, ArtifactStore, Outcome, folder_bytes, free_bytes
 from orchestrator.verify import check_cached
 
 STAGE_ARTIFACTS = {"evaluate": [Files.PREDICTIONS]}   # files logged with a stage's MLflow run
@@ -257,6 +258,7 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
                  f"{len(plan.specs)} stages; artifacts in {config.artifacts_dir}\n")
     check_cache_provenance(config, plan, stream)
     check_cached(config.artifacts_dir, plan.specs, stream)   # never trust a broken cache
+    check_free_space(config.artifacts_dir, plan.specs, stream)
     # Nothing to do costs nothing: a fully cached sweep starts no Ray (seconds, not 20 s).
     all_cached = ArtifactStore(config.artifacts_dir).all_done(plan.specs)
     with nullcontext("not started") if all_cached else ray_session(config) as where:
@@ -313,6 +315,32 @@ def check_cache_provenance(config: Config, plan: Plan, stream) -> None:
             stream.write(f"cluster.strict_cache: recomputing {what}\n")
         else:
             stream.write(f"warning: reusing {what}; cluster.strict_cache=true recomputes them\n")
+
+
+LOW_FREE_BYTES = 1 << 30     # below this, a sweep's store gets a warning even without history
+
+
+def check_free_space(store_root: Path, specs, stream) -> None:
+    """Warn before starting when the store's disk looks too small for the stages still to run:
+    each is guessed as large as this store's finished stages of its kind (or the median of all
+    of them). A guess, so a warning; a write that does fail names the store and the bytes."""
+    store = ArtifactStore(store_root)
+    pending = [s for s in specs if not store.is_done(s.stage, s.key)]
+    if not pending:
+        return
+    sizes: dict[str, list[int]] = {}
+    for folder in store.root.glob("*/*") if store.root.exists() else []:
+        if folder.is_dir() and (folder / DONE).exists():
+            sizes.setdefault(folder.parent.name, []).append(folder_bytes(folder))
+    every = [size for group in sizes.values() for size in group]
+    guess = {stage: statistics.median(group) for stage, group in sizes.items()}
+    need = sum(guess.get(s.stage, statistics.median(every) if every else 0) for s in pending)
+    free = free_bytes(store.root)
+    if need > free:
+        stream.write(f"warning: {store.root} has {free:,} bytes free; the {len(pending)} stages "
+                     f"to run need about {int(need):,} (sizes of its finished stages)\n")
+    elif free < LOW_FREE_BYTES:
+        stream.write(f"warning: {store.root} has only {free:,} bytes free\n")
 
 
 def _check_placeable(plan: Plan, where: str, stream) -> None:
