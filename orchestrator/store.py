@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ RESULT = "result.json"      # the stage's typed result as JSON
 MANIFEST = "manifest.json"  # every other file's bytes and sha256, written just before DONE
 STALE_TMP_SECONDS = 7 * 24 * 3600     # another host's attempt, untouched this long, is dead
 CLAIM_POLL_SECONDS = 1.0             # how often a waiting sweep looks again
+CLAIM_BEAT_SECONDS = 30.0            # the holder touches its claim this often
+CLAIM_LOST_SECONDS = 300.0           # another host's claim untouched this long: its holder died
 
 
 @dataclass(frozen=True)
@@ -228,13 +231,14 @@ def _is_dead(tmp: Path) -> bool:
 
 def _claim_is_dead(claim: Path) -> bool:
     """Whether the process that claimed a key is gone: on this host, by its pid; another
-    host's claim only once it is STALE_TMP_SECONDS old (its processes cannot be seen)."""
+    host's (whose processes cannot be seen) once its heartbeat stopped CLAIM_LOST_SECONDS ago:
+    a node lost mid-stage does not block Ray's retry on another node."""
     try:
         gone = owner_is_gone(claim.read_text().strip())
         age = time.time() - claim.stat().st_mtime
     except OSError:                   # released meanwhile: try again
         return False
-    return gone if gone is not None else age > STALE_TMP_SECONDS
+    return gone if gone is not None else age > CLAIM_LOST_SECONDS
 
 
 def claim(store: ArtifactStore, stage: str, key: str) -> Path | None:
@@ -264,12 +268,26 @@ def run_cached(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcom
     held = claim(store, spec.stage, spec.key)
     if held is None:
         return store.load(spec.stage, spec.key)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(held, stop), daemon=True)
+    beat.start()
     try:
         if store.is_done(spec.stage, spec.key):   # published between the check and the claim
             return store.load(spec.stage, spec.key)
         return _compute(store, spec, input_dirs)
     finally:
+        stop.set()
+        beat.join()
         held.unlink(missing_ok=True)
+
+
+def _heartbeat(claim_file: Path, stop: threading.Event) -> None:
+    """Touch the claim while its stage runs, so another host can tell it is alive."""
+    while not stop.wait(CLAIM_BEAT_SECONDS):
+        try:
+            os.utime(claim_file)
+        except OSError:               # removed by someone who judged it dead: nothing to do
+            return
 
 
 def _compute(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcome:

@@ -208,6 +208,10 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, start_time=_millis(outcome.started_at),
                                      tags=tags, run_name=spec.id)
         run_id = run.info.run_id
+        if self._lost_race(spec.key, run_id):
+            self.client.set_terminated(run_id, status="KILLED")
+            self.client.delete_run(run_id)
+            return None
         try:
             self._log_params(run_id, flatten(to_dict(spec.params)))
             self._log_metrics(run_id, {**to_dict(outcome.result), **extra_metrics},
@@ -236,12 +240,22 @@ class Tracker:
             self.client.log_batch(run_id, tags=items[i:i + BATCH])
 
     def _logged_meanwhile(self, key: str) -> bool:
-        """Whether another sweep sharing this store logged `key` since this one started
-        (two sweeps at once, tests/faults/test_concurrent_sweeps.py)."""
-        found = self._search(f"tags.cache_key = '{key}' and attributes.status = 'FINISHED'")
-        if found:
-            self.logged[key] = found[0].info.run_id
-        return bool(found)
+        """Whether another sweep sharing this store logged `key` since this one started, or
+        is logging it now (two sweeps at once, tests/faults/test_concurrent_sweeps.py)."""
+        for run in self._search(f"tags.cache_key = '{key}'"):
+            if run.info.status == "FINISHED" or (
+                    run.info.status == "RUNNING"
+                    and not owner_is_gone(run.data.tags.get("logged_by", ""))):
+                self.logged[key] = run.info.run_id
+                return True
+        return False
+
+    def _lost_race(self, key: str, run_id: str) -> bool:
+        """After creating `run_id`: whether another sweep created a run of `key` in the same
+        instant and wins the tie (earliest start, then smallest run id): one run is kept."""
+        runs = self._search(f"tags.cache_key = '{key}'")
+        winner = min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id), default=None)
+        return winner is not None and winner.info.run_id != run_id
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from orchestrator import store as store_module
@@ -109,3 +110,30 @@ def test_an_outcome_carries_the_producing_runs_start_and_end(tmp_path):
     legacy = store.load(spec.stage, spec.key)
     assert legacy.ended_at == before - 100
     assert legacy.started_at == before - 100 - legacy.result.wall_seconds
+
+
+def test_a_claim_makes_a_second_process_wait_and_find_the_stage_done(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "CLAIM_POLL_SECONDS", 0.05)
+    store = ArtifactStore(tmp_path)
+    held = store_module.claim(store, "sft", KEY)
+    assert held is not None and held.read_text() == f"{socket.gethostname()}:{os.getpid()}"
+    # this process is alive, so a second claimer waits; the stage's publication frees it
+    store.commit(attempt(store, "first"), "sft", KEY, {}, result(1.0))
+    assert store_module.claim(store, "sft", KEY) is None
+    held.unlink()
+
+
+def test_another_hosts_claim_is_alive_while_its_holder_beats(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "CLAIM_BEAT_SECONDS", 0.1)
+    claim_file = tmp_path / "k.claim"
+    claim_file.write_text("a-host-that-is-not-this-one:123")
+    old = time.time() - store_module.CLAIM_LOST_SECONDS - 10
+    os.utime(claim_file, (old, old))
+    assert store_module._claim_is_dead(claim_file)
+    stop = threading.Event()
+    beat = threading.Thread(target=store_module._heartbeat, args=(claim_file, stop))
+    beat.start()
+    time.sleep(0.4)
+    stop.set()
+    beat.join()
+    assert not store_module._claim_is_dead(claim_file)
