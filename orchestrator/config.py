@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.compose import differences, load_composed
+from orchestrator.config_checks import check_consistency
 from orchestrator.config_schema import (
     ConfigError,
     Where,
@@ -391,6 +392,7 @@ class Config:
 
 
 # ---------------------------------------------------------------- loading
+# (cross-field rules: orchestrator/config_checks.py)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -410,99 +412,6 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     config = build_dataclass(Config, raw, "", where)
     check_consistency(config, where)
     return config
-
-
-def _check_unique_sorted(values: tuple[int, ...], path: str, where: Where) -> None:
-    for i in range(1, len(values)):
-        if values[i] <= values[i - 1]:
-            raise where.error(f"{path}[{i}]", f"expected strictly increasing values, "
-                                              f"got {values[i]} after {values[i - 1]}")
-
-
-def check_consistency(config: Config, where: Where) -> None:
-    """Cross-field rules that single-field types cannot express."""
-    _check_unique_sorted(config.grid.sizes, "grid.sizes", where)
-    if len(set(config.grid.seeds)) != len(config.grid.seeds):
-        raise where.error("grid.seeds", f"expected distinct seeds, got {list(config.grid.seeds)}")
-    if config.analysis.enabled and config.analysis.baseline not in config.grid.data_types \
-            and len(config.grid.data_types) > 1:
-        raise where.error("analysis.baseline", f"{config.analysis.baseline!r} is not one of "
-                                               f"grid.data_types {list(config.grid.data_types)}")
-    if len(set(config.grid.data_types)) != len(config.grid.data_types):
-        raise where.error("grid.data_types", "expected each data type once")
-    dpo = config.train.dpo
-    if dpo.loss_weights and len(dpo.loss_weights) != len(dpo.loss_type):
-        raise where.error("train.dpo.loss_weights", f"expected one weight per loss type "
-                                                    f"({len(dpo.loss_type)}), got {len(dpo.loss_weights)}")
-    task = config.task
-    if task.min_steps > task.max_steps:
-        raise where.error("task.min_steps", f"expected <= task.max_steps ({task.max_steps}), "
-                                            f"got {task.min_steps}")
-    if config.teacher.pool_size and max(config.grid.sizes) > config.teacher.pool_size:
-        raise where.error("teacher.pool_size", f"smaller than the largest grid size "
-                                               f"{max(config.grid.sizes)}")
-    if config.model.pretrain_docs and (config.model.base != "tiny" or task.name != "arith"):
-        raise where.error("model.pretrain_docs", "pre-training is for the tiny base model on the "
-                                                 "arith task only")
-    if config.eval.pass_k and config.eval.pass_k_samples and config.eval.pass_k_samples < config.eval.pass_k:
-        raise where.error("eval.pass_k_samples", f"expected >= eval.pass_k ({config.eval.pass_k})")
-    if config.pool_size > task.n_train:
-        field_name = "teacher.pool_size" if config.teacher.pool_size else "grid.sizes"
-        raise where.error(field_name, f"a pool of {config.pool_size} exceeds task.n_train "
-                                      f"({task.n_train}), the training problems available")
-    if task.path and not Path(task.path).is_dir():
-        raise where.error("task.path", f"no such folder: {task.path}")
-    if config.teacher.kind == "oracle" and task.name != "arith":
-        raise where.error("teacher.kind", f"the oracle teacher exists only for task 'arith'; "
-                                          f"task {task.name!r} needs teacher.kind: model")
-    if config.teacher.kind == "model" and not config.teacher.model:
-        raise where.error("teacher.model", "teacher.kind is 'model' but no teacher.model is given")
-    if "sft_human" in config.grid.data_types and task.name == "arith":
-        raise where.error("grid.data_types", "sft_human needs human-written solutions "
-                                             "(task gsm8k or math), not arith")
-    targets = config.train.lora.target_modules
-    if "all-linear" in targets and len(targets) > 1:
-        raise where.error("train.lora.target_modules", f"'all-linear' stands alone, got "
-                                                       f"{list(targets)}")
-    if config.model.base == "tiny" and config.model.hidden_size % config.model.num_heads:
-        raise where.error("model.num_heads", f"must divide model.hidden_size "
-                                             f"({config.model.hidden_size})")
-    check_generation(config, where)
-
-
-def generating_stages(config: Config) -> tuple[str, ...]:
-    """The resource groups of the stages that run the generation backend."""
-    return ("sample", "rollouts", "evaluate") + (
-        ("teacher_generate",) if config.teacher.kind == "model" else ())
-
-
-def check_generation(config: Config, where: Where) -> None:
-    """What vLLM would only reject on a GPU node, minutes into a sweep, checked at load."""
-    gen = config.generation
-    if any(not s for s in gen.stop):
-        raise where.error("generation.stop", "an empty stop string would stop every completion "
-                                             "at once")
-    for section in ("sampling", "per_step", "eval", "teacher"):
-        temperature = getattr(config, section).temperature
-        if temperature > 2.0:
-            raise where.error(f"{section}.temperature", f"expected <= 2 (vLLM's limit), "
-                                                        f"got {temperature}")
-    if gen.backend != "vllm":
-        return
-    for group in generating_stages(config):
-        gpus = getattr(config.cluster.resources, group).num_gpus
-        field_name = f"cluster.resources.{group}.num_gpus"
-        if gpus <= 0:
-            raise where.error(field_name, "generation.backend is vllm, which needs a GPU: "
-                                          "give the stage num_gpus > 0")
-        if gen.tensor_parallel_size > max(gpus, 1):
-            raise where.error("generation.tensor_parallel_size",
-                              f"{gen.tensor_parallel_size} GPUs per engine, but {field_name} "
-                              f"reserves {gpus:g}")
-        if gpus < 1 and gen.gpu_memory_utilization > gpus:
-            raise where.error("generation.gpu_memory_utilization",
-                              f"{gen.gpu_memory_utilization:g} of a GPU's memory, but {field_name} "
-                              f"is {gpus:g}: stages sharing the GPU would not fit")
 
 
 def config_help() -> str:
