@@ -20,7 +20,7 @@ from pathlib import Path
 
 from orchestrator.config import Config, ConfigError, load_config
 from orchestrator.planning import expand_grid
-from orchestrator.store import ArtifactStore, _is_dead
+from orchestrator.store import ArtifactStore, attempt_is_dead, folder_bytes
 
 RESOLVED = "config.resolved.yaml"
 
@@ -61,17 +61,6 @@ def referenced(configs: Sequence[Config]) -> dict[Path, set[tuple[str, str]]]:
     return stores
 
 
-def size_of(folder: Path) -> int:
-    total = 0
-    for path in folder.rglob("*"):
-        try:
-            if path.is_file() and not path.is_symlink():
-                total += path.stat().st_size
-        except OSError:                 # removed while we looked
-            continue
-    return total
-
-
 def survey(root: Path, used: set[tuple[str, str]]) -> Garbage:
     """What in the store at `root` the kept plans do not reference."""
     verdict = Garbage(root)
@@ -79,8 +68,8 @@ def survey(root: Path, used: set[tuple[str, str]]) -> Garbage:
         return verdict
     for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for folder in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
-            size = size_of(folder)
-            if folder.name.startswith(".tmp-") and not _is_dead(folder):
+            size = folder_bytes(folder)
+            if folder.name.startswith(".tmp-") and not attempt_is_dead(folder):
                 verdict.running += 1
             elif (stage_dir.name, folder.name) in used:
                 verdict.kept += 1

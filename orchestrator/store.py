@@ -149,20 +149,13 @@ class ArtifactStore:
     def dead_attempts(self, stage: str, key: str) -> int:
         """Remove the temporary folders of earlier attempts at `key` whose process is gone
         (a worker killed mid-stage, which Ray then retries); returns how many there were."""
-        dead = [tmp for tmp in (self.root / stage).glob(f".tmp-{key[:16]}-*") if _is_dead(tmp)]
-        for tmp in dead:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return len(dead)
+        return _remove_dead((self.root / stage).glob(f".tmp-{key[:16]}-*"))
 
     def clean_stale(self) -> int:
         """Remove temporary folders of attempts that are dead; returns how many."""
         if not self.root.exists():
             return 0
-        removed = 0
-        for tmp in self.root.glob("*/.tmp-*"):
-            if _is_dead(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-                removed += 1
+        removed = _remove_dead(self.root.glob("*/.tmp-*"))
         for claim_file in self.root.glob("*/*.claim"):
             if _claim_is_dead(claim_file):
                 claim_file.unlink(missing_ok=True)
@@ -198,10 +191,15 @@ def _is_disk_full(exc: BaseException | None) -> bool:
 
 
 def folder_bytes(folder: Path) -> int:
-    try:
-        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    except OSError:
-        return 0
+    """Bytes of the files under `folder` (links not followed; files removed meanwhile skipped)."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            continue
+    return total
 
 
 def free_bytes(path: Path) -> int:
@@ -212,7 +210,15 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def _is_dead(tmp: Path) -> bool:
+def _remove_dead(attempts) -> int:
+    """Remove the temporary folders among `attempts` whose attempt is dead; how many."""
+    dead = [tmp for tmp in attempts if attempt_is_dead(tmp)]
+    for tmp in dead:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(dead)
+
+
+def attempt_is_dead(tmp: Path) -> bool:
     """Whether the attempt writing `tmp` is gone: its process on this host, or, for
     another host (whose processes we cannot see), no change for STALE_TMP_SECONDS."""
     try:

@@ -227,22 +227,21 @@ def choose_output(config: Config, overrides: Sequence[str] = ()) -> tuple[Config
     variant = folder.with_name(f"{folder.name},{variant_name(overrides, [k for k, _, _ in changed])}")
     moved = replace(config, experiment=replace(config.experiment, output_dir=str(variant)),
                     cluster=replace(config.cluster, artifacts=str(config.artifacts_dir)))
-    clash = owner_differences(moved, variant)
-    if clash:
-        raise ConfigError(f"{variant / 'results.csv'} came from another config too "
-                          f"({_describe_differences(clash)}); set experiment.name or "
-                          f"experiment.output_dir to keep both, or delete {variant} to replace it")
+    refuse_to_replace(moved, also=True)
     return moved, (f"{folder / 'results.csv'} came from another config "
                    f"({_describe_differences(changed)}): this variant writes to {variant}/")
 
 
-def refuse_to_replace(config: Config) -> None:
-    """The last guard before a sweep writes: another config's tables are never replaced."""
+def refuse_to_replace(config: Config, also: bool = False) -> None:
+    """The last guard before a sweep writes: another config's tables are never replaced
+    (`also`: the folder is already a variant of a third config)."""
     changed = owner_differences(config, config.output_dir)
     if changed:
-        raise ConfigError(f"{config.output_dir / 'results.csv'} came from another config "
-                          f"({_describe_differences(changed)}); set experiment.name or "
-                          f"experiment.output_dir to keep both, or delete it to replace it")
+        folder = config.output_dir
+        raise ConfigError(f"{folder / 'results.csv'} came from another config{' too' if also else ''}"
+                          f" ({_describe_differences(changed)}); set experiment.name or "
+                          f"experiment.output_dir to keep both, or delete "
+                          f"{folder if also else 'it'} to replace it")
 
 
 def run_sweep(config: Config, stream=None) -> SweepSummary:

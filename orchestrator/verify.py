@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.stages import STAGES
-from orchestrator.store import DONE, MANIFEST, RESULT, SPEC, manifest
+from orchestrator.store import DONE, MANIFEST, RESULT, SPEC, ArtifactStore, manifest
 
 FINAL = re.compile(r"^[0-9a-f]{16}$")
 LEFTOVER = re.compile(r"^(\.tmp-[0-9a-f]{16}-[0-9a-f]{8}|\.broken-[0-9a-f]{16}-[0-9a-f]{8}|"
@@ -100,9 +100,10 @@ def check_cached(store_root: Path, specs, stream) -> int:
     results parsed) is set aside, with a line saying so, and computed again. A folder from
     before manifests is trusted after its results parse, and counted in one line. Returns
     how many were set aside."""
+    store = ArtifactStore(store_root)
     set_aside_count, unproven = 0, 0
     for spec in specs:
-        folder = Path(store_root) / spec.stage / spec.key[:16]
+        folder = store.path(spec.stage, spec.key)
         if not (folder / DONE).exists():
             continue
         problem = check_folder(folder, spec.stage)
