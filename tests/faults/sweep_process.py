@@ -66,13 +66,17 @@ class Sweep:
             return []
 
 
-def ray_worker(title_prefix: str, timeout: float) -> psutil.Process:
-    """The Ray worker whose process title (`ray::<stage id>`, set by Ray while it runs
-    that task) starts with `title_prefix`."""
+def ray_worker(sweep: Sweep, title_prefix: str, timeout: float) -> psutil.Process:
+    """The worker of `sweep`'s own local Ray (a descendant of its process, never another
+    sweep's on this machine) whose process title (`ray::<stage id>`, set by Ray while it
+    runs that task) starts with `title_prefix`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for process in psutil.process_iter(["cmdline"]):
-            cmdline = process.info["cmdline"] or []
+        for process in sweep.descendants():
+            try:
+                cmdline = process.cmdline()
+            except psutil.Error:            # ended meanwhile
+                continue
             if cmdline and cmdline[0].startswith(title_prefix):
                 return process
         time.sleep(0.1)

@@ -21,7 +21,7 @@ def test_a_worker_killed_mid_stage_is_retried_and_the_sweep_completes(tmp_path, 
     experiment = f"worker-kill-{uuid.uuid4().hex[:8]}"
     sweep = Sweep(tmp_path / "out", f"tracking.uri={mlflow_server}",
                   f"tracking.experiment={experiment}")
-    worker = ray_worker("ray::base_model[tiny]", timeout=120)
+    worker = ray_worker(sweep, "ray::base_model[tiny]", timeout=120)
     time.sleep(3)                               # well inside its ~30 s of training
     assert worker.is_running()
     worker.send_signal(signal.SIGKILL)
