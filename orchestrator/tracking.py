@@ -129,9 +129,7 @@ class Tracker:
             # Not start_time: a stage run starts when the stage did, maybe days ago.
             began = float(run.data.tags.get("logged_at") or run.info.start_time / 1000)
             if gone or (gone is None and began < abandoned_before):
-                # A killed logger's run is RUNNING forever otherwise (even in the trash).
-                self.client.set_terminated(run.info.run_id, status="KILLED")
-                self.client.delete_run(run.info.run_id)
+                self._discard(run.info.run_id)   # its logger was killed mid-way
         return logged
 
     # -- the sweep's parent run
@@ -208,11 +206,10 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, start_time=_millis(outcome.started_at),
                                      tags=tags, run_name=spec.id)
         run_id = run.info.run_id
-        if self._lost_race(spec.key, run_id):
-            self.client.set_terminated(run_id, status="KILLED")
-            self.client.delete_run(run_id)
-            return None
         try:
+            if self._lost_race(spec.key, run_id):
+                self._discard(run_id)
+                return None
             self._log_params(run_id, flatten(to_dict(spec.params)))
             self._log_metrics(run_id, {**to_dict(outcome.result), **extra_metrics},
                               getattr(outcome.result, "loss_curve", []))
@@ -224,13 +221,21 @@ class Tracker:
             self.client.set_terminated(run_id, status="FINISHED",
                                        end_time=_millis(outcome.ended_at))
         except BaseException:
-            # Ctrl-C, SIGTERM or a failing server mid-way: a half-logged run would stand
-            # beside the whole one the next sweep logs. Best effort: the server may be gone.
+            # Ctrl-C, SIGTERM or a failing server mid-way (even during the race check just
+            # after create_run): a half-logged run would stand beside the whole one the next
+            # sweep logs. Best effort: the server may be gone; then the next sweep's
+            # _logged_keys removes it, its logger being gone.
             with contextlib.suppress(Exception):
-                self.client.delete_run(run_id)
+                self._discard(run_id)
             raise
         self.logged[spec.key] = run_id
         return run_id
+
+    def _discard(self, run_id: str) -> None:
+        """End and delete a run this sweep will not finish (a deleted run is still listed
+        as RUNNING in the trash unless it is ended first)."""
+        self.client.set_terminated(run_id, status="KILLED")
+        self.client.delete_run(run_id)
 
     def _log_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag

@@ -6,6 +6,8 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from orchestrator.config import config_from_dict
 from orchestrator.planning import expand_grid
 from orchestrator.store import Outcome
@@ -47,13 +49,16 @@ def test_a_stage_is_logged_once_and_a_broken_run_is_replaced(tmp_path):
     assert sorted(r.data.tags["cache_key"] for r in finished) == sorted([spec.key, other.key])
 
 
-def test_logging_cut_off_by_ctrl_c_or_a_dead_process_leaves_no_second_run(tmp_path, monkeypatch):
-    """Ctrl-C (or SIGTERM) while a stage run is being logged deletes that half-logged run; one
-    left by a process that was killed outright is deleted by the next sweep at once."""
+@pytest.mark.parametrize("cut_in", ["_lost_race", "_log_metrics"])
+def test_logging_cut_off_by_ctrl_c_or_a_dead_process_leaves_no_second_run(tmp_path, monkeypatch,
+                                                                          cut_in):
+    """Ctrl-C (or SIGTERM) while a stage run is being logged, from the check just after its
+    run was created on, ends and deletes that half-logged run; one left by a process that
+    was killed outright is deleted by the next sweep at once."""
     import subprocess
     import sys
 
-    import pytest
+    from mlflow.entities import ViewType
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     plan = expand_grid(config_from_dict({"grid": {"sizes": [10]}, "task": {"n_train": 100}}))
@@ -64,10 +69,14 @@ def test_logging_cut_off_by_ctrl_c_or_a_dead_process_leaves_no_second_run(tmp_pa
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(tracker, "_log_metrics", interrupted)
+    monkeypatch.setattr(tracker, cut_in, interrupted)
     with pytest.raises(KeyboardInterrupt):
         tracker.log_stage(spec, outcome, {}, [])
     assert stage_runs(tracker) == []
+    in_trash = tracker.client.search_runs([tracker.experiment_id], "tags.synthscale_kind = 'stage'",
+                                          run_view_type=ViewType.ALL)
+    assert [r.info.status for r in in_trash] == ["KILLED"]      # never RUNNING, even deleted
+    monkeypatch.undo()
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
