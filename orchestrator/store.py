@@ -7,7 +7,7 @@ and anything else is an interrupted attempt, redone. That single mechanism
 gives resume after preemption, de-duplication across sweeps sharing the store,
 and safe retries (two writers racing on one key both finish; the first rename
 wins, the loser's copy is dropped). Before computing, a process takes the key's
-claim (`<key>.claim`, created with O_EXCL, naming host:pid): a second sweep on the
+claim (`<key>.claim`, created with O_EXCL, naming host:pid and a nonce): a second sweep on the
 same store waits for it and finds the stage done instead of computing it again.
 
 A temporary folder records its owner (host, pid). A later sweep removes it
@@ -157,9 +157,7 @@ class ArtifactStore:
             return 0
         removed = _remove_dead(self.root.glob("*/.tmp-*"))
         for claim_file in self.root.glob("*/*.claim"):
-            if _claim_is_dead(claim_file):
-                claim_file.unlink(missing_ok=True)
-                removed += 1
+            removed += _take_over_if_dead(claim_file)
         return removed
 
 
@@ -235,16 +233,46 @@ def attempt_is_dead(tmp: Path) -> bool:
     return time.time() - newest > STALE_TMP_SECONDS
 
 
-def _claim_is_dead(claim: Path) -> bool:
+def _claim_is_dead(claim: Path, text: str | None = None) -> bool:
     """Whether the process that claimed a key is gone: on this host, by its pid; another
     host's (whose processes cannot be seen) once its heartbeat stopped CLAIM_LOST_SECONDS ago:
-    a node lost mid-stage does not block Ray's retry on another node."""
+    a node lost mid-stage does not block Ray's retry on another node. `text`: the claim's
+    content as already read (a claim is `host:pid nonce`)."""
     try:
-        gone = owner_is_gone(claim.read_text().strip())
+        text = claim.read_text() if text is None else text
         age = time.time() - claim.stat().st_mtime
     except OSError:                   # released meanwhile: try again
         return False
+    gone = owner_is_gone(text.split(" ")[0].strip())
     return gone if gone is not None else age > CLAIM_LOST_SECONDS
+
+
+def _take_over_if_dead(path: Path) -> bool:
+    """Remove `path` if its holder is dead. Two waiters may judge the same dead claim at
+    once, and the slower one must not remove the claim the faster one has made since:
+    the claim is moved aside atomically, and put back unless it is the one judged dead
+    (every claim holds a nonce, so a new claim never reads like the old one). Whether
+    the dead claim is gone."""
+    try:
+        judged = path.read_text()
+    except OSError:
+        return False
+    if not _claim_is_dead(path, judged):
+        return False
+    grave = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.dead")
+    try:
+        os.rename(path, grave)
+    except FileNotFoundError:         # another waiter took it over first
+        return True
+    try:
+        if grave.read_text() != judged:
+            os.link(grave, path)      # a live claim made meanwhile: back, same inode
+            return False
+    except FileExistsError:           # a third waiter claimed meanwhile: theirs stands
+        return False
+    finally:
+        grave.unlink(missing_ok=True)
+    return True
 
 
 def claim(store: ArtifactStore, stage: str, key: str) -> Path | None:
@@ -258,13 +286,11 @@ def claim(store: ArtifactStore, stage: str, key: str) -> Path | None:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            if _claim_is_dead(path):
-                path.unlink(missing_ok=True)
-            else:
+            if not _take_over_if_dead(path):
                 time.sleep(CLAIM_POLL_SECONDS)
             continue
         with os.fdopen(fd, "w") as handle:
-            handle.write(owner_tag())
+            handle.write(f"{owner_tag()} {uuid.uuid4().hex}")
         return path
     return None
 

@@ -116,11 +116,51 @@ def test_a_claim_makes_a_second_process_wait_and_find_the_stage_done(tmp_path, m
     monkeypatch.setattr(store_module, "CLAIM_POLL_SECONDS", 0.05)
     store = ArtifactStore(tmp_path)
     held = store_module.claim(store, "sft", KEY)
-    assert held is not None and held.read_text() == f"{socket.gethostname()}:{os.getpid()}"
+    assert held is not None and held.read_text().startswith(f"{socket.gethostname()}:{os.getpid()} ")
     # this process is alive, so a second claimer waits; the stage's publication frees it
     store.commit(attempt(store, "first"), "sft", KEY, {}, result(1.0))
     assert store_module.claim(store, "sft", KEY) is None
     held.unlink()
+
+
+def _dead_owner() -> str:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return f"{socket.gethostname()}:{child.pid} nonce"
+
+
+def test_a_dead_claim_is_taken_over_once_when_two_waiters_judge_it_together(tmp_path,
+                                                                          monkeypatch):
+    """Waiter B judges the dead claim dead; before B removes it, waiter A takes it over and
+    claims the key. B must leave A's claim in place and keep waiting (it used to delete it
+    and claim too: both computed the stage)."""
+    monkeypatch.setattr(store_module, "CLAIM_POLL_SECONDS", 0.05)
+    store = ArtifactStore(tmp_path)
+    path = tmp_path / "sft" / f"{KEY[:16]}.claim"
+    path.parent.mkdir(parents=True)
+    path.write_text(_dead_owner())
+    judge = store_module._claim_is_dead
+    taken: list = []
+
+    def slow_judge(claim_file, text=None):      # B's verdict; A acts before B goes on
+        dead = judge(claim_file, text)
+        if dead and not taken:
+            taken.append(None)
+            taken[0] = store_module.claim(store, "sft", KEY)      # A
+        return dead
+
+    monkeypatch.setattr(store_module, "_claim_is_dead", slow_judge)
+    waiter_b = threading.Thread(target=lambda: taken.append(store_module.claim(store, "sft", KEY)))
+    waiter_b.start()
+    time.sleep(0.5)
+    a_claim = taken[0]
+    assert a_claim == path and path.read_text().startswith(f"{socket.gethostname()}:{os.getpid()} ")
+    assert waiter_b.is_alive() and len(taken) == 1, "B claimed the key A holds"
+    store.commit(attempt(store, "A"), "sft", KEY, {}, result(1.0))     # A publishes
+    path.unlink()
+    waiter_b.join(timeout=5)
+    assert taken[1] is None                     # B finds the stage done: computed once
+    assert not list(path.parent.glob("*.dead"))
 
 
 def test_another_hosts_claim_is_alive_while_its_holder_beats(tmp_path, monkeypatch):
