@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from orchestrator.config import ConfigError, config_help, load_config
+from orchestrator.errors import one_line
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 PROG = "synthscale"
@@ -162,6 +163,10 @@ def cmd_sweep(args) -> int:
         print("\ninterrupted: finished stages are kept; re-run the same command to resume",
               file=sys.stderr)
         return exit_code(interrupt)
+    except OSError as exc:          # the output folder's disk full, a folder not writable
+        print(f"error: {one_line(exc)}; finished stages are kept in {config.artifacts_dir}: "
+              "re-run the same command to resume", file=sys.stderr)
+        return EXIT_FAILED
     print_report(summary, config)
     return EXIT_OK if summary.ok else EXIT_FAILED
 

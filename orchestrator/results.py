@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.contract import Files, StageResult
+from orchestrator.files import write_atomically
 from orchestrator.planning import Cell, Plan, StageSpec
 from orchestrator.stages.evaluate import EvalResult
 from orchestrator.store import Outcome
@@ -97,9 +98,8 @@ def per_problem_table(plan: Plan, outcomes: dict[str, Outcome], experiment: str)
 
 
 def write_atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    """A reader (or a killed sweep's successor) sees the old table or the new one, whole."""
+    write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def summary_table(results: pd.DataFrame) -> str:

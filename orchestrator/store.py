@@ -39,6 +39,7 @@ from typing import Any
 
 from orchestrator.config_schema import to_dict
 from orchestrator.contract import StageResult
+from orchestrator.files import is_disk_full
 from orchestrator.processes import owner_is_gone, owner_tag
 from orchestrator.provenance import provenance
 from orchestrator.stages import STAGES
@@ -174,18 +175,6 @@ def manifest(folder: Path) -> dict[str, dict[str, Any]]:
                     digest.update(block)
             entries[name] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
     return entries
-
-
-def _is_disk_full(exc: BaseException | None) -> bool:
-    """Whether `exc` (or what caused it: libraries wrap OSError) is a full disk or quota."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
 
 
 def folder_bytes(folder: Path) -> int:
@@ -337,7 +326,7 @@ def _compute(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcome:
     except BaseException as exc:
         written = folder_bytes(tmp)
         shutil.rmtree(tmp, ignore_errors=True)      # nothing half-written is published
-        if _is_disk_full(exc):
+        if is_disk_full(exc):
             raise OSError(errno.ENOSPC, f"{store.root}: disk full while {spec.id} was writing "
                           f"its artifact ({written:,} bytes written, {free_bytes(store.root):,} "
                           f"free now): it needs more than {written:,} bytes; free space there or "

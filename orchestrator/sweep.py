@@ -24,6 +24,7 @@ from orchestrator.config import Config, config_dict
 from orchestrator.config_schema import ConfigError
 from orchestrator.contract import Files
 from orchestrator.errors import one_line
+from orchestrator.files import write_atomically
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
 from orchestrator.progress import Progress
 from orchestrator.provenance import library_differences, library_versions
@@ -252,7 +253,8 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
     plan = expand_grid(config)
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.resolved.yaml").write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
+    resolved = yaml.safe_dump(config_dict(config), sort_keys=False)
+    write_atomically(out / "config.resolved.yaml", lambda tmp: tmp.write_text(resolved))
     stream.write(f"sweep {config.experiment.name}: {len(plan.cells)} grid cells, "
                  f"{len(plan.specs)} stages; artifacts in {config.artifacts_dir}\n")
     check_cache_provenance(config, plan, stream)
@@ -274,12 +276,13 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
         except BaseException:
             _end_tracking(tracker, events, "KILLED")
             raise
-    results_csv, per_problem_csv = write_tables(config, plan, report.outcomes)
-    stream.write(progress.summary() + "\n")
-    summary = SweepSummary(results_csv, per_problem_csv, config.tracking_uri_shown, report.failed,
-                           report.skipped, events.tracking_errors, events.retried)
     status = "FAILED"       # unless everything below finishes: never leave the run RUNNING
     try:
+        results_csv, per_problem_csv = write_tables(config, plan, report.outcomes)
+        stream.write(progress.summary() + "\n")
+        summary = SweepSummary(results_csv, per_problem_csv, config.tracking_uri_shown,
+                               report.failed, report.skipped, events.tracking_errors,
+                               events.retried)
         if config.analysis.enabled:
             summary.analysis_files, summary.analysis_text = analyse(config, results_csv, tracker,
                                                                     events)

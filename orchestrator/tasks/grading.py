@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from orchestrator.files import write_atomically
 from orchestrator.processes import end_group, start_group
 from orchestrator.tasks.jsonl import read_jsonl, require_str
 
@@ -305,11 +306,12 @@ def _not_utf8(path: Path) -> str:
 def _write_graded(out_path: Path, rows: list[dict], grades: list[Grade]) -> None:
     # Write then rename, so a half-written file never looks like a result.
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row, g in zip(rows, grades, strict=True):
-            f.write(_json_line({**row, "correct": g.correct, "extracted": g.extracted}))
-    os.replace(tmp, out_path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as f:
+            for row, g in zip(rows, grades, strict=True):
+                f.write(_json_line({**row, "correct": g.correct, "extracted": g.extracted}))
+    write_atomically(out_path, write)
 
 
 def _json_line(obj: dict) -> str:

@@ -15,13 +15,11 @@ from ..conftest import ROOT, run_command
 from .sweep_process import Sweep
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    folder = tmp_path / "store"
+def _mount_small(folder, size: str):
     folder.mkdir()
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=640k", "tmpfs", str(folder)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
@@ -30,6 +28,27 @@ def small_disk(tmp_path):
     finally:
         if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    yield from _mount_small(tmp_path / "store", "640k")
+
+
+@pytest.fixture
+def small_output_disk(tmp_path):
+    yield from _mount_small(tmp_path / "out", "4m")
+
+
+def _fill(folder) -> None:
+    """Write into `folder` until its disk is full."""
+    with open(folder / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
 
 
 @pytest.mark.slow
@@ -50,3 +69,38 @@ def test_a_full_disk_stops_the_stage_cleanly_and_publishes_nothing_half_written(
     assert verify.returncode == 0 and "1 finished stages checked, 0 broken" in verify.stdout, \
         verify.stdout + verify.stderr
     print(failed[0])
+
+
+@pytest.mark.slow
+def test_a_full_output_disk_fails_with_one_line_and_the_rerun_writes_the_tables(tmp_path,
+                                                                                 small_output_disk):
+    """The output folder (results.csv, per_problem.csv, MLflow's local artifacts) fills up
+    mid-sweep; the artifact store and the MLflow database are elsewhere. The stages finish
+    and stay cached, the tables are not written half, the sweep's MLflow run is not left
+    RUNNING, and once space is freed the same command writes the tables without recomputing."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    out = small_output_disk
+    args = (f"cluster.artifacts={tmp_path / 'store'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}")
+    sweep = Sweep(out, *args)
+    sweep.wait_for("] teacher_generate[", timeout=300)
+    _fill(out)
+    code = sweep.finish(timeout=400)
+    assert code == 1, sweep.text[-3000:]
+    error = [line for line in sweep.text.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and f"{out}/results.csv: disk full while writing it" in error[0] \
+        and "re-run the same command to resume" in error[0], sweep.text[-3000:]
+    assert "Traceback" not in sweep.text
+    assert not (out / "results.csv").exists() and not list(out.glob(".*.tmp")), \
+        sorted(p.name for p in out.iterdir())
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    (out / "filler").unlink()
+    again = Sweep(out, *args)
+    assert again.finish(timeout=300) == 0, again.text[-3000:]
+    assert "(0 run, 4 cached)" in again.text, again.text[-3000:]
+    assert len(pd.read_csv(out / "results.csv")) == 1
+    print(error[0])
