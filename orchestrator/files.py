@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,12 +26,26 @@ def is_disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+STALE_SECONDS = 600.0     # a write takes seconds: an older temporary file's writer is dead
+
+
+def _remove_stale(path: Path) -> None:
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > STALE_SECONDS:
+                tmp.unlink()
+        except OSError:               # removed meanwhile by another writer
+            pass
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """`write(tmp)` writes the whole content to `tmp` (beside `path`, named for this writer
     alone, so two writers never mix their bytes); it is flushed to disk and renamed over
     `path` in one step. On any failure the temporary file is removed; a full disk is an
-    OSError naming `path` and its free bytes."""
+    OSError naming `path` and its free bytes. A writer killed outright leaves its
+    temporary file: the next write of `path` removes it once it is STALE_SECONDS old."""
     path = Path(path)
+    _remove_stale(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
