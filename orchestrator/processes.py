@@ -261,9 +261,10 @@ def _command_line(pid: int, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def owner_tag() -> str:
-    """`host:pid` of this process, for records that must know whether their writer lives."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def owner_tag(pid: int | None = None) -> str:
+    """`host:pid` of this process (or of `pid`, on this host), for records that must know
+    whether their writer lives."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
 def owner_is_gone(tag: str) -> bool | None:

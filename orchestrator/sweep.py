@@ -13,7 +13,7 @@ import re
 import statistics
 import sys
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,8 +26,10 @@ from orchestrator.contract import Files
 from orchestrator.errors import one_line
 from orchestrator.files import write_atomically
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
+from orchestrator.processes import end_group
 from orchestrator.progress import Progress
 from orchestrator.provenance import library_differences, library_versions
+from orchestrator.reaper import start as start_reaper
 from orchestrator.results import (
     chain_cost,
     devices_reserved,
@@ -248,7 +250,12 @@ def refuse_to_replace(config: Config, also: bool = False) -> None:
 def run_sweep(config: Config, stream=None) -> SweepSummary:
     """Run the whole grid; safe to interrupt and re-run (finished stages are skipped).
     `choose_output` first picks a folder that holds no other config's results."""
-    stream = stream or sys.stdout
+    # Ends last, once the sweep has set its runs' statuses, however it ends: the reaper.
+    with ExitStack() as at_end:
+        return _sweep(config, stream or sys.stdout, at_end)
+
+
+def _sweep(config: Config, stream, at_end: ExitStack) -> SweepSummary:
     refuse_to_replace(config)
     plan = expand_grid(config)
     out = config.output_dir
@@ -269,6 +276,9 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
             stream.write(f"ray: {where}, {cluster_cpus():g} CPUs\n")
             _check_placeable(plan, where, stream)
         tracker = _open_tracker(config, plan)
+        # kill -9 runs no `finally`: the reaper then ends the runs this process left RUNNING.
+        at_end.callback(end_group, start_reaper(tracker.uri, tracker.experiment_id,
+                                                tracker.parent_id, out / "reaper.log"))
         progress = Progress(plan, 1 if all_cached else concurrent_stages(plan), stream)
         events = SweepEvents(config, plan, progress, tracker, stream)
         try:

@@ -105,14 +105,7 @@ class Tracker:
             return found.experiment_id
 
     def _search(self, filter_string: str) -> list:
-        runs, token = [], None
-        while True:
-            page = self.client.search_runs([self.experiment_id], filter_string=filter_string,
-                                           max_results=1000, page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return search_all(self.client, self.experiment_id, filter_string)
 
     def _logged_keys(self) -> dict[str, str]:
         """cache_key -> run of every completely logged stage. A run left unfinished
@@ -147,8 +140,9 @@ class Tracker:
             self._log_params(self.parent_id, flatten(config))
             self.client.log_text(self.parent_id, json.dumps(config, indent=2), "config.json")
             self.client.log_text(self.parent_id, plan_text, "plan.txt")
-        # Also on a resumed sweep: this attempt's code, libraries and placement.
-        self._log_tags(self.parent_id, sweep_tags(config))
+        # Also on a resumed sweep: this attempt's code, libraries and placement, and its
+        # driver, so that the reaper of a killed attempt never ends a later attempt's run.
+        self._log_tags(self.parent_id, {**sweep_tags(config), "logged_by": owner_tag()})
         self.client.log_text(self.parent_id, yaml.safe_dump(config, sort_keys=False),
                              "config.resolved.yaml")
         return self.parent_id
@@ -232,10 +226,7 @@ class Tracker:
         return run_id
 
     def _discard(self, run_id: str) -> None:
-        """End and delete a run this sweep will not finish (a deleted run is still listed
-        as RUNNING in the trash unless it is ended first)."""
-        self.client.set_terminated(run_id, status="KILLED")
-        self.client.delete_run(run_id)
+        discard_run(self.client, run_id)
 
     def _log_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -278,6 +269,52 @@ class Tracker:
                   if math.isfinite(float(loss))]
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+
+def search_all(client, experiment_id: str, filter_string: str) -> list:
+    """Every run of the experiment matching `filter_string`, all pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string,
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def discard_run(client, run_id: str) -> None:
+    """End and delete a run no one will finish (a deleted run is still listed as RUNNING
+    in the trash unless it is ended first)."""
+    client.set_terminated(run_id, status="KILLED")
+    client.delete_run(run_id)
+
+
+def end_runs_of_dead_driver(uri: str, experiment_id: str, parent_id: str, owner: str) -> int:
+    """After the sweep driver `owner` (its owner_tag) died without ending its runs (kill -9):
+    its parent run ends KILLED, and every other run it left RUNNING (a half-logged stage
+    run) is discarded, as the next attempt's _logged_keys would. Only runs still RUNNING
+    under `owner`: a status the driver set, or a parent run a later attempt reopened, is
+    left alone. Returns how many runs it ended."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    ended = 0
+    parent = client.get_run(parent_id)
+    if parent.info.status == "RUNNING" and parent.data.tags.get("logged_by") == owner:
+        client.set_terminated(parent_id, status="KILLED")
+        ended += 1
+    left = search_all(client, experiment_id,
+                      f"tags.logged_by = '{owner}' and attributes.status = 'RUNNING'")
+    for run in left:
+        if run.info.run_id == parent_id:
+            continue
+        try:
+            discard_run(client, run.info.run_id)
+            ended += 1
+        except Exception:  # noqa: BLE001 - a next attempt's _logged_keys may discard it too
+            continue
+    return ended
 
 
 def _millis(epoch_seconds: float) -> int | None:

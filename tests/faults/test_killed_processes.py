@@ -1,6 +1,7 @@
 """Killed processes (issue 12): a Ray worker `kill -9`ed mid-stage is retried and the
-sweep completes with each result once; a driver `kill -9`ed at two fixed points resumes on
-re-run without redoing finished stages or duplicating a result, its Ray dying with it."""
+sweep completes with each result once; a driver `kill -9`ed at two fixed points leaves no
+MLflow run RUNNING (its reaper ends them) and resumes on re-run without redoing finished
+stages or duplicating a result, its Ray dying with it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import uuid
 
 import pandas as pd
+import psutil
 import pytest
 
 from .sweep_process import Sweep, assert_one_result_per_cell, ray_worker, stage_runs
@@ -40,14 +42,35 @@ def test_a_worker_killed_mid_stage_is_retried_and_the_sweep_completes(tmp_path, 
     assert results["test_error"].between(0, 1).all()
 
 
-def _kill_driver_after(sweep: Sweep, needle: str) -> list:
+def _kill_driver_after(sweep: Sweep, needle: str) -> tuple[list, list, float]:
     """SIGKILL the sweep's own process as soon as it prints `needle`; returns the processes
-    it had started (its local Ray), which must die with it."""
+    it had started (its local Ray, which must die with it, and its reaper), those of them
+    that are reapers, and when it was killed."""
     sweep.wait_for(needle, timeout=300)
     started = sweep.descendants()
+    reapers = [p for p in started if "orchestrator.reaper" in " ".join(_command(p))]
     sweep.process.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
     sweep.process.wait(timeout=30)
-    return started
+    return started, reapers, killed_at
+
+
+def _command(process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:            # ended meanwhile
+        return []
+
+
+def _reaped(uri: str, experiment: str, timeout: float) -> list:
+    """The experiment's runs once none is RUNNING (its killed driver's reaper ended them),
+    or as they are after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = stage_runs(uri, experiment, every=True)
+        if not any(r.info.status == "RUNNING" for r in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
 
 
 def _still_alive(processes: list, timeout: float) -> list:
@@ -65,23 +88,30 @@ def test_a_driver_killed_at_two_points_resumes_without_redoing_or_duplicating(
     experiment = f"driver-kill-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "out"
     args = (f"tracking.uri={mlflow_server}", f"tracking.experiment={experiment}")
-    texts = []
+    texts, trashed = [], {}
     # Each point is right after a finished-stage line: the driver is then logging that stage
     # to MLflow, and after an evaluation, writing results.csv and per_problem.csv.
     for needle in ("] sft[n=100,seed=0] ", "] evaluate["):
         sweep = Sweep(out, *args)
         try:
-            started = _kill_driver_after(sweep, needle)
+            started, reapers, killed_at = _kill_driver_after(sweep, needle)
         finally:
             sweep.finish(timeout=30)
         texts.append(sweep.text)
         assert started, "the sweep started no Ray processes"
+        assert len(reapers) == 1, [_command(p) for p in started]
+        # The reaper, in a session of its own, ends what the driver left RUNNING, at once:
+        # not only when (if ever) the sweep is run again
+        runs = _reaped(mlflow_server, experiment, 30)
+        print(f"killed after {needle!r}: runs ended in {time.monotonic() - killed_at:.1f} s")
+        assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"], sweep.text
+        (parent,) = [r for r in runs if r.data.tags.get("synthscale_kind") == "sweep"]
+        assert parent.info.status == "KILLED" and parent.info.lifecycle_stage == "active"
+        trashed.update((r.info.run_id, r) for r in runs if r.info.lifecycle_stage == "deleted")
         # Ray's fate sharing: its local processes do not outlive a SIGKILLed driver
-        # (checked before Sweep.finish's end_group could clean up for it)
+        # (checked before Sweep.finish's end_group could clean up for it); nor does the
+        # reaper outlive its work
         assert not _still_alive(started, 30), sweep.text
-        running = [r.info.run_name for r in stage_runs(mlflow_server, experiment)
-                   if r.info.status == "RUNNING"]
-        print(f"killed after {needle!r}: left RUNNING: {running}")
     sweep = Sweep(out, *args)
     code = sweep.finish(timeout=300)
     texts.append(sweep.text)
@@ -98,8 +128,9 @@ def test_a_driver_killed_at_two_points_resumes_without_redoing_or_duplicating(
     assert_one_result_per_cell(out, runs, STAGES)
     (parent,) = [r for r in runs if r.data.tags.get("synthscale_kind") == "sweep"]
     assert parent.info.status == "FINISHED" and parent.data.tags["attempts"] == "3"
-    # the killed attempts' half-logged stage runs: ended KILLED and deleted, never RUNNING
+    # the killed attempts' half-logged stage runs: ended KILLED and deleted by their reapers
+    # before the next attempt started, never RUNNING
+    assert trashed and all(r.info.status == "KILLED" for r in trashed.values()), \
+        [(r.info.run_name, r.info.status) for r in trashed.values()]
     every = stage_runs(mlflow_server, experiment, every=True)
-    trashed = [r for r in every if r.info.lifecycle_stage == "deleted"]
-    assert trashed and all(r.info.status == "KILLED" for r in trashed), \
-        [(r.info.run_name, r.info.status) for r in trashed]
+    assert {r.info.run_id for r in every if r.info.lifecycle_stage == "deleted"} == set(trashed)
