@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-import psutil  # installed with trl and accelerate, which require it
+import psutil
 
 from orchestrator.processes import owner_tag, start_group
 
