@@ -47,7 +47,10 @@ def _fit_parser(sub) -> None:
     fit = sub.add_parser("fit", help="1-D laws err(n) = E + A n^-alpha per group, multipliers",
                          description="Fit err(n) = E + A n^-alpha per group with bootstrap CIs "
                                      "and efficiency multipliers against a baseline group.")
-    fit.add_argument("results", help="results CSV (the sweep's runs/<experiment>/results.csv)")
+    fit.add_argument("results", nargs="+",
+                     help="results CSV (the sweep's runs/<experiment>/results.csv); several: "
+                          "variants overlaid, groups named <folder>:<data_type>, multipliers "
+                          "against the first one's baseline")
     _option(fit, "--baseline", FitOptions, "baseline")
     for name in ("group", "size", "error", "seed"):
         _option(fit, f"--{name}-col", Columns, name)

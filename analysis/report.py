@@ -16,7 +16,9 @@ L(N, D) (analysis.chinchilla) with a Fit2DOptions: fit_2d.json and fit_2d.png.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,20 +244,61 @@ def write_report(report: FitReport, out_dir: str | Path, *, plots: bool = True) 
     return report
 
 
-def run_fit(results_csv: str | Path, out_dir: str | Path, options: FitOptions = FIT_DEFAULTS,
-            *, per_problem: str | Path | bool | None = None, plots: bool = True) -> FitReport:
+def run_fit(results_csv: str | Path | Sequence[str | Path], out_dir: str | Path,
+            options: FitOptions = FIT_DEFAULTS, *, per_problem: str | Path | bool | None = None,
+            plots: bool = True) -> FitReport:
     """Read results_csv, fit, and write everything into out_dir (see module docstring).
 
-    per_problem: None = use per_problem.csv beside results_csv when present,
-    False = never, a path = that file (its columns named as options.columns say).
-    Raises InputError on bad input.
+    Several results files are variants (e.g. runs/demo and runs/demo,train.sft.epochs=2):
+    overlaid in one fit, each group renamed `<variant>:<group>` after its folder (see
+    `load_variants`).
+
+    per_problem: None = use per_problem.csv beside each results file when present,
+    False = never, a path = that file (one results file only; its columns named as
+    options.columns say). Raises InputError on bad input.
     """
-    frame = load_results(results_csv, options.columns)
+    paths = [results_csv] if isinstance(results_csv, (str, Path)) else list(results_csv)
+    if len(paths) > 1:
+        if per_problem not in (None, False):
+            raise InputError("--per-problem names one file: with several results files, each "
+                             "one's per_problem.csv beside it is used")
+        frame, problems, options = load_variants(paths, options, per_problem is None)
+        report = analyze(frame, options, per_problem=problems, source=" + ".join(map(str, paths)))
+        return write_report(report, out_dir, plots=plots)
+    frame = load_results(paths[0], options.columns)
     if per_problem is None:
-        per_problem = find_per_problem(results_csv)
+        per_problem = find_per_problem(paths[0])
     problems = load_per_problem(per_problem, options.columns) if per_problem else None
-    report = analyze(frame, options, per_problem=problems, source=str(results_csv))
+    report = analyze(frame, options, per_problem=problems, source=str(paths[0]))
     return write_report(report, out_dir, plots=plots)
+
+
+def variant_names(paths: Sequence[str | Path]) -> list[str]:
+    """A name per results file: its folder's (runs/<name>/results.csv), numbered if two
+    folders share a name."""
+    names = [Path(p).resolve().parent.name or str(p) for p in paths]
+    return [f"{name}#{i + 1}" if names.count(name) > 1 else name for i, name in enumerate(names)]
+
+
+def load_variants(paths: Sequence[str | Path], options: FitOptions, with_per_problem: bool
+                  ) -> tuple[pd.DataFrame, pd.DataFrame | None, FitOptions]:
+    """Several results files as one standardised frame whose groups are
+    `<variant>:<group>`, their per_problem.csv files likewise (only if every file has one:
+    a mix would resample test problems for some curves and not others), and the options
+    with the baseline named in the first variant unless it already names a variant's group."""
+    names = variant_names(paths)
+    frames, problems = [], []
+    for name, path in zip(names, paths, strict=True):
+        frame = load_results(path, options.columns)
+        frames.append(frame.assign(group=name + ":" + frame["group"]))
+        found = find_per_problem(path) if with_per_problem else None
+        if found is not None:
+            table = load_per_problem(found, options.columns)
+            problems.append(table.assign(group=name + ":" + table["group"]))
+    per_problem = pd.concat(problems, ignore_index=True) if len(problems) == len(paths) else None
+    baseline = options.baseline if ":" in options.baseline else f"{names[0]}:{options.baseline}"
+    return (pd.concat(frames, ignore_index=True), per_problem,
+            dataclasses.replace(options, baseline=baseline))
 
 
 @dataclass(kw_only=True)

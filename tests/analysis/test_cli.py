@@ -185,3 +185,34 @@ def test_fit_2d_with_token_column_and_bad_column(tmp_path, capsys):
     assert json.loads((tmp_path / "o" / "fit_2d.json").read_text())["n_points"] == 25
     assert main([*args, "--loss-col", "loss"]) == 2
     assert "missing column 'loss'" in capsys.readouterr().err
+
+
+def test_several_results_files_are_variants_overlaid_in_one_fit(tmp_path, make_sweep, capsys):
+    """runs/base and runs/base,twice (its teacher data worth twice as much): one fit, groups
+    named <folder>:<data_type>, multipliers against the first folder's baseline, which
+    find the known factor 2 between the variants; each variant's per_problem.csv is used."""
+    folders = []
+    for name, k, seed in (("base", 1.0, 1), ("base,twice", 2.0, 2)):
+        results, per_problem = make_sweep(np.random.default_rng(seed), n_problems=400,
+                                          true_k={"sft_teacher": k})
+        folder = tmp_path / name
+        folder.mkdir()
+        results.to_csv(folder / "results.csv", index=False)
+        per_problem.to_csv(folder / "per_problem.csv", index=False)
+        folders.append(folder)
+    out = tmp_path / "fit"
+    assert main(["fit", *(str(f / "results.csv") for f in folders), "--out", str(out),
+                 "--n-boot", "200"]) == 0
+    assert "vs base:sft_teacher" in capsys.readouterr().out
+    fits = pd.read_csv(out / "fits.csv")
+    assert sorted(fits["group"]) == ["base,twice:sft_teacher", "base:sft_teacher"]
+    assert set(fits["bootstrap"]) == {"seeds + test problems"}
+    mult = pd.read_csv(out / "multipliers.csv")
+    assert set(mult["baseline"]) == {"base:sft_teacher"}
+    inside = mult[~mult["extrapolated"]]
+    assert len(inside) and ((inside["k_lo"] < 2.0) & (2.0 < inside["k_hi"])).all(), inside
+    assert _png_ok(out / "curves.png")
+    # one per_problem file cannot stand for several results files
+    code = main(["fit", *(str(f / "results.csv") for f in folders), "--out", str(out),
+                 "--per-problem", str(folders[0] / "per_problem.csv")])
+    assert code == 2 and "--per-problem names one file" in capsys.readouterr().err
