@@ -113,45 +113,73 @@ def plot_curves(frame: pd.DataFrame, fits: dict[str, PowerLawFit], boot: Bootstr
     return fig
 
 
-def _k_bars(rows: pd.DataFrame, ceiling: float):
-    """Lower/upper error-bar lengths; an infinite upper bound reaches the ceiling."""
-    k = rows["k"].to_numpy()
-    lo = np.clip(k - rows["k_lo"].fillna(rows["k"]).to_numpy(), 0, None)
-    hi = np.minimum(rows["k_hi"].fillna(rows["k"]).to_numpy(), ceiling) - k
-    return lo, np.clip(hi, 0, None)
+K_RANGE = (1 / 16, 16.0)      # multipliers shown; beyond it a point or bound is an arrow
+
+
+def _k_label(value: float, _=None) -> str:
+    return f"{value:g}" if value >= 1 else f"1/{1 / value:g}"
+
+
+def _k_bars(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Lower/upper error-bar lengths, each bound clipped to K_RANGE (a missing bound: none)."""
+    low_edge, high_edge = K_RANGE
+    k = np.clip(rows["k"].to_numpy(float), low_edge, high_edge)
+    lo = np.clip(rows["k_lo"].fillna(rows["k"]).to_numpy(float), low_edge, high_edge)
+    hi = np.clip(rows["k_hi"].fillna(rows["k"]).to_numpy(float), low_edge, high_edge)
+    return np.clip(k - lo, 0, None), np.clip(hi - k, 0, None)
+
+
+def _edge_arrows(ax, x: np.ndarray, values: np.ndarray, colour, filled: bool = True) -> None:
+    """Arrows at the top and bottom edges for values beyond K_RANGE (an unbounded CI)."""
+    low_edge, high_edge = K_RANGE
+    for beyond, edge, marker in ((values > high_edge, high_edge, "^"),
+                                 (values < low_edge, low_edge, "v")):
+        if beyond.any():
+            ax.plot(x[beyond], np.full(beyond.sum(), edge), marker, color=colour, ms=7,
+                    mfc=colour if filled else "white", clip_on=False)
 
 
 def plot_multipliers(table: pd.DataFrame, title: str | None = None) -> Figure:
-    """k (with CI bars) against the group's size; hollow markers where k is extrapolated,
-    a caret at the top where the upper CI bound is infinite (baseline never gets there)."""
+    """k (with CI bars) against the group's size on a log axis from 1/16 to 16 with
+    labelled ticks; hollow markers where k is extrapolated; a bound (or k) beyond that
+    range is an arrow at the edge (a CI unbounded above: the baseline never gets there)."""
     fig = Figure(figsize=(7.5, 4.5))
     ax = fig.subplots()
     finite = table[np.isfinite(table["k"])] if len(table) else table
-    bounds = pd.concat([finite["k"], finite["k_hi"], finite["k_lo"]]) if len(finite) else []
-    bounds = np.asarray(bounds, float)
-    ceiling = 3 * np.nanmax(bounds[np.isfinite(bounds)]) if np.isfinite(bounds).any() else 10
     colours = group_colours(table["group"].unique()) if len(table) else {}
     groups = sorted(finite["group"].unique()) if len(finite) else []
+    low_edge, high_edge = K_RANGE
     for i, group in enumerate(groups):
         rows = finite[finite["group"] == group]
         x = rows["n"].to_numpy() * 1.04 ** (i - (len(groups) - 1) / 2)  # dodge overlapping bars
         colour = colours[group]
-        ax.errorbar(x, rows["k"], yerr=_k_bars(rows, ceiling), fmt="-", color=colour,
-                    capsize=2, lw=1, label=group)
+        k = rows["k"].to_numpy(float)
+        shown = np.clip(k, low_edge, high_edge)
+        ax.errorbar(x, shown, yerr=_k_bars(rows), fmt="-", color=colour, capsize=2, lw=1,
+                    label=group)
         out = rows["extrapolated"].astype(bool).to_numpy()
-        ax.plot(x[~out], rows["k"][~out], "o", color=colour)
-        ax.plot(x[out], rows["k"][out], "o", mfc="white", color=colour)
-        up = np.isinf(rows["k_hi"].to_numpy())
-        ax.plot(x[up], np.full(up.sum(), ceiling), "^", color=colour, ms=5)
+        inside = (k >= low_edge) & (k <= high_edge)
+        ax.plot(x[~out & inside], shown[~out & inside], "o", color=colour)
+        ax.plot(x[out & inside], shown[out & inside], "o", mfc="white", color=colour)
+        _edge_arrows(ax, x, rows["k_hi"].fillna(rows["k"]).to_numpy(float), colour, False)
+        _edge_arrows(ax, x, rows["k_lo"].fillna(rows["k"]).to_numpy(float), colour, False)
+        _edge_arrows(ax, x, k, colour)          # drawn last: k's own arrow is never hidden
     baseline = table["baseline"].iloc[0] if len(table) else "baseline"
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _plain_log_y(ax)
+    ax.set_ylim(low_edge / 1.15, high_edge * 1.15)
+    ax.set_yticks([2.0 ** e for e in range(-4, 5)])
+    if groups:                                  # the grid's sizes, labelled plainly
+        ax.set_xticks(sorted(finite["n"].unique()))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(_k_label))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(axis_label("n"))
     ax.set_ylabel(f"efficiency multiplier k vs {baseline}")
-    ax.set_title(title or f"k: err(n) = err_{baseline}(k n); hollow = baseline extrapolated, "
-                          "^ = CI unbounded above", fontsize=10)
+    ax.set_title(title or f"k: err(n) = err_{baseline}(k n); hollow = baseline extrapolated;\n"
+                          "arrow = beyond the axis (filled: k, open: a CI bound)", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     if groups:
         ax.legend(fontsize=8)
