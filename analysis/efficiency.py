@@ -122,6 +122,9 @@ def multipliers_at_errors(fits: dict[str, PowerLawFit], baseline: str,
     return pd.concat(frames, ignore_index=True)[LEVEL_COLUMNS]
 
 
+ILL_CONDITIONED = 16.0   # k_hi / k_lo beyond this: the multiplier says little
+
+
 def multiplier_warnings(table: pd.DataFrame, fits: dict[str, PowerLawFit]) -> list[str]:
     """One line per group whose multipliers need the baseline outside its observed sizes."""
     out = []
@@ -136,6 +139,13 @@ def multiplier_warnings(table: pd.DataFrame, fits: dict[str, PowerLawFit]) -> li
             out.append(f"{group}: k at n = {_sizes(far['n'])} extrapolates the baseline "
                        f"{base.group} to n = {_sizes(far['baseline_n'])}, outside its observed "
                        f"range [{base.n_min:g}, {base.n_max:g}]")
+        wide = rows[np.isfinite(rows["k"]) & ~(rows["k_hi"] <= ILL_CONDITIONED * rows["k_lo"])
+                    & rows["k_lo"].notna()]
+        if len(wide):
+            out.append(f"{group}: k at n = {_sizes(wide['n'])} is ill-conditioned (its CI spans "
+                       f"more than a factor {ILL_CONDITIONED:g}, or is unbounded): where the "
+                       f"baseline's curve is flat a small error difference is a huge k; read "
+                       f"the paired difference at those n instead")
     return out
 
 

@@ -187,6 +187,39 @@ def plot_multipliers(table: pd.DataFrame, title: str | None = None) -> Figure:
     return fig
 
 
+def plot_paired(table: pd.DataFrame, title: str | None = None) -> Figure:
+    """Each group's paired difference from the baseline against n, with its CI; 0 = no
+    difference. Linear in the difference (it can change sign), log in n."""
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.subplots()
+    groups = sorted(table["group"].unique()) if len(table) else []
+    colours = group_colours(groups)
+    for i, group in enumerate(groups):
+        rows = table[table["group"] == group]
+        x = rows["n"].to_numpy(float) * 1.04 ** (i - (len(groups) - 1) / 2)  # dodge the bars
+        diff = rows["diff"].to_numpy(float)
+        lo = np.nan_to_num(diff - rows["diff_lo"].to_numpy(float))
+        hi = np.nan_to_num(rows["diff_hi"].to_numpy(float) - diff)
+        ax.errorbar(x, diff, yerr=(lo, hi), fmt="o-", color=colours[group], capsize=3, lw=1,
+                    label=group)
+    baseline = table["baseline"].iloc[0] if len(table) else "baseline"
+    ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    if groups:
+        ax.set_xticks(sorted(table["n"].unique()))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=8)
+    ax.set_xlabel(axis_label("n"))
+    ax.set_ylabel(f"test error minus {baseline}'s (same seed)")
+    ax.set_title(title or f"paired difference from {baseline}, seed by seed, per n\n(bars: "
+                          "bootstrap CI over seeds and test problems; below 0 = better)",
+                 fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    fig.tight_layout()
+    return fig
+
+
 def plot_2d(points: pd.DataFrame, params: dict[str, float], *,
             n_label: str = "N (parameters)", d_label: str = "D (training tokens)") -> Figure:
     """Loss vs D coloured by N, with the fitted law at a few model sizes; and fit vs data.

@@ -4,7 +4,8 @@
 in, a FitReport out. `run_fit(results_csv, out_dir, options)` is what the CLI and
 the sweep call: it reads the results (and per_problem.csv beside them), runs
 `analyze`, and writes fits.csv, multipliers.csv, multipliers_at_error.csv,
-curves.png, multipliers.png, one fits_<cost>.csv / curves_<cost>.png per cost
+paired.csv (analysis.paired: each row minus the baseline, seed by seed, no fit),
+curves.png, multipliers.png, paired.png, one fits_<cost>.csv / curves_<cost>.png per cost
 column, and report.txt; `FitReport.files` lists them for the caller to log (this
 package never imports mlflow, ray or torch).
 
@@ -36,7 +37,8 @@ from analysis.efficiency import (
     multipliers_at_sizes,
 )
 from analysis.options import Fit2DOptions, FitOptions
-from analysis.plots import plot_2d, plot_curves, plot_multipliers
+from analysis.paired import paired_differences
+from analysis.plots import plot_2d, plot_curves, plot_multipliers, plot_paired
 from analysis.power_law import PowerLawFit, fit_groups
 from analysis.summary import format_report
 from analysis.tables import (
@@ -76,6 +78,7 @@ class FitReport:
     against_compute: dict[str, AxisFit]  # per cost column: fits_<c>.csv, curves_<c>.png
     multipliers: pd.DataFrame            # multipliers.csv: k at each observed size
     multipliers_at_error: pd.DataFrame   # multipliers_at_error.csv: k at error levels
+    paired: pd.DataFrame                 # paired.csv: err - the baseline's, seed by seed, per n
     warnings: list[str]
     files: list[Path] = field(default_factory=list)  # filled by write_report
 
@@ -99,6 +102,11 @@ class FitReport:
                 out[f"{row.group}.k_at_max_n"] = float(row.k)
                 out[f"{row.group}.k_lo_at_max_n"] = float(row.k_lo)
                 out[f"{row.group}.k_hi_at_max_n"] = float(row.k_hi)
+        if len(self.paired):
+            last = self.paired.loc[self.paired.groupby("group")["n"].idxmax()]
+            for row in last.itertuples(index=False):
+                for name in ("diff", "diff_lo", "diff_hi"):
+                    out[f"{row.group}.paired_{name}_at_max_n"] = float(getattr(row, name))
         return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
@@ -206,10 +214,12 @@ def analyze(frame: pd.DataFrame, options: FitOptions = FIT_DEFAULTS, *,
     frame, warnings = drop_zero_errors(frame)
     against_n, w_n = _fit_axis(frame, per_problem, options, options.columns.size)
     at_sizes, at_errors, w_mult = _multipliers(against_n, baseline)
+    paired, w_paired = paired_differences(frame, baseline, per_problem, n_boot=options.n_boot,
+                                          level=options.level, seed=options.seed)
     against_compute, w_cost = _compute_axes(frame, per_problem, options)
     return FitReport(options=options, against_n=against_n, against_compute=against_compute,
-                     multipliers=at_sizes, multipliers_at_error=at_errors,
-                     warnings=warnings + w_n + w_mult + w_cost)
+                     multipliers=at_sizes, multipliers_at_error=at_errors, paired=paired,
+                     warnings=warnings + w_n + w_mult + w_paired + w_cost)
 
 
 def _save(fig: Figure, path: Path, files: list[Path]) -> None:
@@ -228,7 +238,8 @@ def write_report(report: FitReport, out_dir: str | Path, *, plots: bool = True) 
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     tables = {"fits.csv": report.fits, "multipliers.csv": report.multipliers,
-              "multipliers_at_error.csv": report.multipliers_at_error}
+              "multipliers_at_error.csv": report.multipliers_at_error,
+              "paired.csv": report.paired}
     tables.update({f"fits_{c}.csv": a.table for c, a in report.against_compute.items()})
     for name, table in tables.items():
         table.to_csv(out / name, index=False)
@@ -237,6 +248,7 @@ def write_report(report: FitReport, out_dir: str | Path, *, plots: bool = True) 
         error_label = report.options.columns.error
         _save(_plot_axis(report.against_n, error_label), out / "curves.png", files)
         _save(plot_multipliers(report.multipliers), out / "multipliers.png", files)
+        _save(plot_paired(report.paired), out / "paired.png", files)
         for column, axis in report.against_compute.items():
             _save(_plot_axis(axis, error_label), out / f"curves_{column}.png", files)
     (out / "report.txt").write_text(report.text() + "\n")

@@ -63,6 +63,16 @@ def multipliers_text(table: pd.DataFrame, baseline: str) -> str:
     return f"{title}\n" + _table(["group", "n", "fitted err", "k [CI]", "baseline n = k n"], rows)
 
 
+def paired_text(table: pd.DataFrame, baseline: str) -> str:
+    title = (f"Paired differences vs {baseline}: mean over seeds of err(group, seed) - "
+             f"err({baseline}, seed) at the same n (no fit; < 0: better than {baseline})")
+    if table.empty:
+        return f"{title}\n  (none)"
+    rows = [[r.group, _num(r.n), str(r.seeds), _ci(r.diff, r.diff_lo, r.diff_hi), r.resampled]
+            for r in table.itertuples(index=False)]
+    return f"{title}\n" + _table(["group", "n", "seeds", "difference [CI]", "resampled"], rows)
+
+
 def levels_text(table: pd.DataFrame, baseline: str) -> str:
     title = f"Multipliers at error levels: k = n_{baseline}(err) / n_group(err)"
     if table.empty:
@@ -76,6 +86,7 @@ def levels_text(table: pd.DataFrame, baseline: str) -> str:
 def format_report(report: FitReport) -> str:
     baseline = report.options.baseline
     parts = [fits_text(report.fits, "Power-law fits: err(n) = E + A * n^-alpha"),
+             paired_text(report.paired, baseline),
              multipliers_text(report.multipliers, baseline),
              levels_text(report.multipliers_at_error, baseline)]
     for column, axis in report.against_compute.items():

@@ -46,7 +46,10 @@ def test_fit_writes_the_tables_other_tools_read_and_the_plots(sweep_dir, capsys)
     assert set(MULTIPLIER_COLUMNS) <= set(mult.columns)
     assert set(mult["baseline"]) == {"sft_teacher"} and "sft_teacher" not in set(mult["group"])
     assert mult["extrapolated"].dtype == bool
-    for name in ("curves.png", "multipliers.png", "curves_train_tokens.png",
+    paired = pd.read_csv(out / "paired.csv")
+    assert set(paired["group"]) == {"dpo_negative", "dpo_per_step", "rft_self"}
+    assert "Paired differences vs sft_teacher" in printed
+    for name in ("curves.png", "multipliers.png", "paired.png", "curves_train_tokens.png",
                  "curves_device_seconds.png"):
         assert _png_ok(out / name), name
     assert (out / "fits_device_seconds.csv").exists() and (out / "report.txt").exists()
