@@ -125,15 +125,16 @@ def cmd_show(args) -> int:
     from orchestrator.show import find_artifact, show
 
     try:
-        path = Path(args.artifact)
+        path, config = Path(args.artifact), None
         if path.suffix in (".yaml", ".yml"):
             if not args.stage:
                 raise ValueError("with an experiment YAML, name the stage: --stage rollouts")
-            path = find_artifact(args.artifact, args.overrides, args.stage, args.n, args.seed,
+            config = load_config(args.artifact, args.overrides)
+            path = find_artifact(config, args.artifact, args.stage, args.n, args.seed,
                                  args.data_type)
         elif not path.exists():
             raise ValueError(f"{path}: no such file or folder")
-        show(path, args.count, sys.stdout, args.problem)
+        show(path, args.count, sys.stdout, args.problem, config)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -11,6 +11,8 @@ solutions and a stand-in policy whose success probabilities are known:
 - `step_advantages`: A_i = V_i - V_{i-1}, the value change step i causes.
 - `first_pit`: the critical step of an incorrect solution, by a named rule.
 - `per_step_pair`: the preference pair at the pit.
+- `pit_agreement`: how often the pit, from the first k of the K rollouts, is the
+  first wrong line the task's oracle names (precision and recall per k).
 - `dedup_key`, `rft_positives`, `outcome_pairs`: RFT data and dpo_negative pairs.
 
 Steps are lines (`tasks.base.split_steps`), as in Self-Explore (Hwang et al. 2024).
@@ -83,6 +85,45 @@ def per_step_pair(prompt: str, steps: list[str], pit: int, chosen_continuation: 
     prefix, so the first tokens that differ are the pit step's."""
     return StepPair(prefix_text(prompt, steps, pit - 1), chosen_continuation,
                     join_steps(steps[pit - 1:]))
+
+
+def rollout_counts(k_max: int) -> list[int]:
+    """1, 2, 4, ... up to and including K: the k at which a pit's accuracy is reported."""
+    ks = [1]
+    while ks[-1] * 2 < k_max:
+        ks.append(ks[-1] * 2)
+    return sorted(set(ks + [k_max]))
+
+
+def pit_agreement(rows: list[dict], wrong_line: dict[int, int | None], rule: str,
+                  ks: list[int]) -> list[dict]:
+    """Per k: the pit from each rolled-out negative's first k rollouts per prefix
+    (`rows` as the rollouts stage writes them) against `wrong_line` (row index ->
+    the oracle's first wrong line, None when the oracle finds none).
+
+    precision: the share of pits found that are the wrong line; recall: the share of
+    negatives with a wrong line whose pit is it; early: the share of pits found before
+    the wrong line (a correct prefix judged hopeless: the policy is too weak to finish
+    it in k tries); late: after it (rollouts that recover from the error, or luck)."""
+    table = []
+    for k in ks:
+        hits = early = late = found = 0
+        for i, row in enumerate(rows):
+            values = step_values([outcomes[:k] for outcomes in row["successes"]], False)
+            pit, truth = first_pit(values, rule), wrong_line.get(i)
+            if pit is None:
+                continue
+            found += 1
+            if truth is None:
+                continue
+            hits, early, late = hits + (pit == truth), early + (pit < truth), late + (pit > truth)
+        with_truth = sum(wrong_line.get(i) is not None for i in range(len(rows)))
+        table.append({"k": k, "negatives": len(rows), "with_wrong_line": with_truth,
+                      "pits": found, "precision": hits / found if found else float("nan"),
+                      "recall": hits / with_truth if with_truth else float("nan"),
+                      "early": early / found if found else float("nan"),
+                      "late": late / found if found else float("nan")})
+    return table
 
 
 # ---------------------------------------------------------------- RFT data

@@ -14,8 +14,10 @@ import json
 from pathlib import Path
 from typing import TextIO
 
+from orchestrator.config import Config
 from orchestrator.contract import Files
 from orchestrator.credit import PIT_RULES, first_pit
+from orchestrator.credit_check import pit_check, pit_check_text
 from orchestrator.records import read_rows
 from orchestrator.store import RESULT
 
@@ -23,14 +25,12 @@ from orchestrator.store import RESULT
 FILES = (Files.ROLLOUTS, Files.PAIRS, Files.SAMPLES, Files.DATA, Files.PREDICTIONS)
 
 
-def find_artifact(config_path: str, overrides: list[str], stage: str, n: int | None,
+def find_artifact(config: Config, config_path: str, stage: str, n: int | None,
                   seed: int | None, data_type: str | None) -> Path:
-    """The folder of the first finished stage of `config_path`'s plan matching the filters."""
-    from orchestrator.config import load_config
+    """The folder of the first finished stage of `config`'s plan matching the filters."""
     from orchestrator.planning import expand_grid
     from orchestrator.store import ArtifactStore
 
-    config = load_config(config_path, overrides)
     store = ArtifactStore(config.artifacts_dir)
     candidates = [s for s in expand_grid(config).specs if s.stage == stage
                   and (n is None or s.tag_dict.get("n") == str(n))
@@ -53,13 +53,21 @@ def artifact_file(path: Path) -> Path:
     raise ValueError(f"{path}: no artifact JSONL here (looked for {', '.join(FILES)})")
 
 
-def show(path: Path, count: int, stream: TextIO, problem: str | None = None) -> None:
+def show(path: Path, count: int, stream: TextIO, problem: str | None = None,
+         config: Config | None = None) -> None:
+    """A few records of the artifact at `path`; with the experiment's `config`, a
+    rollouts artifact's pits are also checked against the task's oracle."""
     file = artifact_file(path)
     result = file.parent / RESULT
     if result.exists():
         summary = {k: v for k, v in json.loads(result.read_text()).items() if k != "loss_curve"}
         stream.write(f"{file.parent.parent.name} result: {json.dumps(summary)}\n")
-    rows = [r for r in read_rows(file) if problem is None or r.get("problem_id") == problem]
+    every = read_rows(file)
+    if config is not None and file.name == Files.ROLLOUTS:
+        table = pit_check(config, every)
+        if table:
+            stream.write(pit_check_text(table, config.per_step.pit_rule) + "\n")
+    rows = [r for r in every if problem is None or r.get("problem_id") == problem]
     stream.write(f"{file}: {len(rows)} records, showing {min(count, len(rows))}\n")
     render = RENDERERS.get(file.name, render_generic)
     for row in rows[:count]:

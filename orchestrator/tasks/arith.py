@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem
+from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem, split_steps
 
 NAMES = (
     "Mia", "Tom", "Ava", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eva", "Ben",
@@ -226,3 +227,50 @@ class ArithTask:
             else:
                 docs.append(next(questions))
         return docs
+
+
+# ---------------------------------------------------------------- the first wrong line
+# The last `a op b = c` of a line (a calculator annotation `<<...>>` may sit before c).
+_LINE_EQUATION = re.compile(r"(-?\d+)\s*([-+*])\s*(-?\d+)\s*=\s*(?:<<[^>]{0,40}>>)?\s*(-?\d+)")
+_FINAL = re.compile(r"^\s*####\s*(-?\d+)")
+
+
+def _line_equation(line: str) -> tuple[int, str, int, int] | None:
+    found = _LINE_EQUATION.findall(line[:500])
+    if not found:
+        return None
+    a, op, b, c = found[-1]
+    return int(a), op, int(b), int(c)
+
+
+def _same_step(got: tuple[int, str, int, int], want: tuple[int, str, int, int]) -> bool:
+    """The same computation; `b + a` and `b * a` count as `a + b` and `a * b`."""
+    a, op, b, c = got
+    return got == want or (op in "+*" and (b, op, a, c) == want)
+
+
+def first_wrong_line(reference: str, steps: list[str]) -> int | None:
+    """The 1-based index of the first wrong line of a solution (`steps`, as
+    `split_steps` gives them) to the problem whose exact solution is `reference`;
+    None when no line is wrong (a correct solution, or one cut off before its
+    answer whose lines are all right).
+
+    An arith problem has one solution path: line i must compute the problem's i-th
+    step (`value op operand = result`, either order for + and *); then `#### N` with
+    the right N. A line without an equation, a wrong operand, operation or result, an
+    extra step, or an early or wrong final answer is the first wrong line. The
+    ground truth for Monte Carlo credit assignment: `credit.pit_agreement`."""
+    lines = split_steps(reference)
+    canon = [_line_equation(line) for line in lines[:-1]]
+    answer = _FINAL.match(lines[-1])
+    for i, line in enumerate(steps, start=1):
+        final = _FINAL.match(line)
+        if final is not None:
+            done = i == len(canon) + 1 and answer is not None and final.group(1) == answer.group(1)
+            return None if done else i
+        if i > len(canon):
+            return i
+        equation = _line_equation(line)
+        if equation is None or canon[i - 1] is None or not _same_step(equation, canon[i - 1]):
+            return i
+    return None

@@ -270,3 +270,31 @@ def test_rft_union_with_teacher_data_drops_copies_of_the_teacher_solution():
     assert [s["completion"] for s in kept] == [samples[1]["completion"]]
     # the cap counts self-generated positives only
     assert len(rft_positives(samples, max_per_problem=1, known={"p1": ["other\n#### 9"]})) == 1
+
+
+def _rollout_row(successes: list[list[bool]]) -> dict:
+    return {"successes": successes}
+
+
+def test_pit_agreement_counts_hits_early_and_late_pits_per_k():
+    from orchestrator.credit import pit_agreement, rollout_counts
+
+    assert rollout_counts(8) == [1, 2, 4, 8] and rollout_counts(6) == [1, 2, 4, 6]
+    rows = [
+        # step 2 is wrong: with 4 rollouts the prefix after step 1 still succeeds once
+        _rollout_row([[True] * 4, [False, False, False, True], [False] * 4]),
+        # step 1 is wrong and every rollout after it fails: a hit at every k
+        _rollout_row([[True, False, True, False], [False] * 4]),
+        # the oracle finds nothing wrong (cut off): the pit counts as found, not judged
+        _rollout_row([[True] * 4, [False] * 4]),
+        # step 3 is wrong but the prefix after step 1 already fails 4 times: early
+        _rollout_row([[True] * 4, [False] * 4, [False] * 4, [False] * 4]),
+    ]
+    truth = {0: 2, 1: 1, 2: None, 3: 3}
+    by_k = {r["k"]: r for r in pit_agreement(rows, truth, "first_zero", [1, 4])}
+    # k = 1: row 0's pit moves to step 1 (its first rollout after step 1 failed): early
+    assert by_k[1]["pits"] == 4 and by_k[1]["precision"] == pytest.approx(1 / 4)
+    assert by_k[1]["early"] == pytest.approx(2 / 4) and by_k[1]["recall"] == pytest.approx(1 / 3)
+    assert by_k[4]["precision"] == pytest.approx(2 / 4) and by_k[4]["recall"] == pytest.approx(2 / 3)
+    assert by_k[4]["early"] == pytest.approx(1 / 4) and by_k[4]["late"] == 0.0
+    assert by_k[4]["with_wrong_line"] == 3 and by_k[4]["negatives"] == 4
