@@ -29,7 +29,7 @@ from orchestrator.config_schema import (
     knob,
     to_dict,
 )
-from orchestrator.credit import PIT_RULES
+from orchestrator.credit import PIT_RULES, REJECTED_SIDES
 from orchestrator.tasks.arith import OPS
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, TASK_NAMES, TaskSource
 
@@ -277,6 +277,11 @@ class PerStepConfig:
         "first_zero", "first_zero: the first step after which no rollout succeeds (Self-Explore's "
                       "first pit); min_advantage: the step with the lowest advantage")
     max_pairs_per_problem: int = knob(2, "most per-step pairs per problem", min=1)
+    rejected: Literal[REJECTED_SIDES] = knob(
+        "to_end", "the per-step pair's rejected side: to_end: the negative from the pit to its "
+                  "answer, with EOS; through_pit: the negative truncated after the pit step, no "
+                  "EOS, both sides starting after the bare problem (Setlur et al. 2024); "
+                  "pit_step: the pit step alone, no EOS (Self-Explore). docs/data_types.md")
 
 
 @dataclass(frozen=True)

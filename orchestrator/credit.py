@@ -70,21 +70,47 @@ def first_pit(values: list[float], rule: str = "first_zero") -> int | None:
     raise ValueError(f"unknown pit rule {rule!r}; expected one of {PIT_RULES}")
 
 
+REJECTED_SIDES = ("to_end", "through_pit", "pit_step")
+
+
 @dataclass(frozen=True)
 class StepPair:
-    prompt: str      # problem + the steps before the pit
-    chosen: str      # a correct continuation from that prefix
-    rejected: str    # the incorrect solution from the pit step on
+    prompt: str      # what both sides continue
+    chosen: str      # a correct continuation (to the answer; ends in EOS)
+    rejected: str    # the incorrect side, as `per_step_pair`'s mode cuts it
+    rejected_eos: bool = True   # whether DPO appends EOS to the rejected side
 
 
-def per_step_pair(prompt: str, steps: list[str], pit: int, chosen_continuation: str) -> StepPair:
-    """The pair at the pit. The rejected side is the negative's own continuation
-    from the pit to its (wrong) answer rather than the pit step alone: TRL 1.x
-    appends EOS to both sides, so a truncated rejected side would mostly teach
-    "no EOS after a step" instead of "not this step". Both sides share the
-    prefix, so the first tokens that differ are the pit step's."""
-    return StepPair(prefix_text(prompt, steps, pit - 1), chosen_continuation,
-                    join_steps(steps[pit - 1:]))
+def per_step_pair(prompt: str, steps: list[str], pit: int, chosen_continuation: str,
+                  rejected: str = "to_end") -> StepPair:
+    """The preference pair at the pit (1-based step `pit` of the negative `steps`), its
+    rejected side cut as `rejected` says (docs/data_types.md shows each on one example):
+
+    to_end: prompt = problem + steps before the pit; rejected = the negative from the
+      pit to its (wrong) answer, with EOS. DPO then also pushes down the locally
+      correct tokens after the error.
+    through_pit (Setlur et al. 2024): prompt = the problem; both sides start with the
+      steps before the pit: chosen = those + the correct continuation (with EOS),
+      rejected = those + the pit step, truncated there: no EOS (an EOS after the pit
+      would also teach "stop after this step"). The shared prefix cancels in DPO's
+      log-ratio difference, but an NLL term on the chosen side (RPO) trains on it.
+    pit_step (Self-Explore, Hwang et al. 2024): prompt = problem + steps before the pit;
+      rejected = the pit step alone, no EOS; chosen = the correct continuation with EOS.
+
+    Both sides share everything before the pit step, so the first tokens that differ are
+    the pit step's. A cut rejected side keeps the pit step's newline: the step is over,
+    what follows it is not judged."""
+    before = prefix_text(prompt, steps, pit - 1)
+    if rejected == "to_end":
+        return StepPair(before, chosen_continuation, join_steps(steps[pit - 1:]))
+    pit_line = steps[pit - 1] + "\n"
+    if rejected == "pit_step":
+        return StepPair(before, chosen_continuation, pit_line, rejected_eos=False)
+    if rejected == "through_pit":
+        shared = before[len(prompt):]
+        return StepPair(prompt, shared + chosen_continuation, shared + pit_line,
+                        rejected_eos=False)
+    raise ValueError(f"unknown rejected side {rejected!r}; expected one of {REJECTED_SIDES}")
 
 
 def rollout_counts(k_max: int) -> list[int]:

@@ -182,6 +182,14 @@ def _sft(run: TrainRun, records: list[dict[str, str]], out: Path) -> TrainResult
 
 
 def _dpo(run: TrainRun, pairs: list[dict[str, str]], out: Path) -> TrainResult:
+    trainer, loaded, rows = dpo_trainer(run, pairs, out)
+    texts = [r["prompt"] + r["chosen"] for r in rows] + [r["prompt"] + r["rejected"] for r in rows]
+    return _train_and_save(trainer, loaded, texts, len(rows), run, out)
+
+
+def dpo_trainer(run: TrainRun, pairs: list[dict], out: Path) -> tuple[Any, _Loaded, list[dict]]:
+    """TRL's DPOTrainer on `pairs`, its dataset tokenized as training will see it (a pair
+    whose `rejected_eos` is false has no EOS on its rejected side); not yet trained."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -192,15 +200,34 @@ def _dpo(run: TrainRun, pairs: list[dict[str, str]], out: Path) -> TrainResult:
     args = DPOConfig(**_common_args(run, loaded, out), beta=settings.beta,
                      loss_type=list(settings.loss_type),
                      loss_weights=list(settings.loss_weights) or None)
-    rows = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
+    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"],
+             "rejected_eos": bool(p.get("rejected_eos", True))} for p in pairs]
     data = Dataset.from_list(shuffled(rows, run.seed))
     # TRL 1.16 (DPOTrainer.__init__, _compute_loss): with a peft_config and no ref_model the
     # reference forward runs with the adapters disabled, i.e. the starting (SFT) model.
     ref_model = None if run.method.lora.enabled else _reference(run, loaded)
     trainer = DPOTrainer(model=loaded.model, ref_model=ref_model, args=args, train_dataset=data,
                          processing_class=loaded.tokenizer, peft_config=_peft_config(run.method))
-    texts = [r["prompt"] + r["chosen"] for r in rows] + [r["prompt"] + r["rejected"] for r in rows]
-    return _train_and_save(trainer, loaded, texts, len(rows), run, out)
+    _drop_rejected_eos(trainer, loaded.tokenizer.eos_token_id)
+    return trainer, loaded, rows
+
+
+def _drop_rejected_eos(trainer, eos_id: int) -> None:
+    """TRL 1.16 appends EOS to both sides of every plain-text pair (DPOTrainer._prepare_dataset,
+    `add_eos`, no switch). A rejected side cut after the pit step (per_step.rejected:
+    through_pit, pit_step) must not end in one, or DPO would also push down "stop after
+    this step": its last token is dropped again from the tokenized dataset."""
+    data = trainer.train_dataset
+    if all(data["rejected_eos"]):
+        return
+
+    def strip(example: dict) -> dict:
+        ids = example["rejected_ids"]
+        if not example["rejected_eos"] and len(ids) > 1 and ids[-1] == eos_id:
+            example["rejected_ids"] = ids[:-1]
+        return example
+
+    trainer.train_dataset = data.map(strip)
 
 
 def _weights_dtype(precision: str, frozen: bool) -> str:

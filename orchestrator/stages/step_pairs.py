@@ -1,8 +1,9 @@
 """Stage `step_pairs`: per-step preference pairs at each negative's first pit.
 
 For every rolled-out negative, the pit rule (`per_step.pit_rule`) picks the
-critical step c. The pair's prompt is the problem plus steps 1..c-1; the
-rejected side is the negative from step c on; the chosen side is a correct
+critical step c. The pair shares the problem and steps 1..c-1; the rejected
+side is the negative from step c, cut as `per_step.rejected` says (to its end,
+or just the pit step: `credit.per_step_pair`); the chosen side is a correct
 continuation from the same prefix: the shortest successful rollout from it,
 or, when c is the first step and no rollout from the bare problem succeeded,
 a correct self-sample, else the teacher's solution. Negatives without a pit
@@ -19,7 +20,7 @@ from orchestrator.contract import Files, GridPoint, In, StageResult
 from orchestrator.credit import first_pit, per_step_pair
 from orchestrator.records import read_rows, write_rows
 
-VERSION = "1"
+VERSION = "2"  # 2: per_step.rejected, rejected_eos in each pair
 INPUTS = (In.ROLLOUTS, In.SAMPLES, In.DATA)
 
 
@@ -28,10 +29,12 @@ class StepPairsParams:
     pit_rule: str
     max_pairs_per_problem: int
     n: int
+    rejected: str = "to_end"
 
     @classmethod
     def from_config(cls, config: Config, point: GridPoint) -> StepPairsParams:
-        return cls(config.per_step.pit_rule, config.per_step.max_pairs_per_problem, point.n)
+        per_step = config.per_step
+        return cls(per_step.pit_rule, per_step.max_pairs_per_problem, point.n, per_step.rejected)
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def run(params: StepPairsParams, inputs: dict[str, Path], out: Path) -> StepPair
         if choice is None:
             no_pit += 1
             continue
-        pair = per_step_pair(row["prompt"], row["steps"], pit, choice[0])
+        pair = per_step_pair(row["prompt"], row["steps"], pit, choice[0], params.rejected)
         seen = per_problem.setdefault(row["problem_id"], set())
         if (pair.prompt, pair.rejected) in seen or len(seen) >= params.max_pairs_per_problem:
             continue
@@ -84,7 +87,8 @@ def run(params: StepPairsParams, inputs: dict[str, Path], out: Path) -> StepPair
         sources[choice[1]] += 1
         pits.append(pit)
         pairs.append({"problem_id": row["problem_id"], "prompt": pair.prompt, "chosen": pair.chosen,
-                      "rejected": pair.rejected, "pit": pit, "values": row["values"],
+                      "rejected": pair.rejected, "rejected_eos": pair.rejected_eos, "pit": pit,
+                      "values": row["values"],
                       "advantages": row["advantages"], "chosen_source": choice[1]})
     write_rows(out / Files.PAIRS, pairs)
     return StepPairsResult(len(pairs), len(rows), no_pit, sources["rollout"], sources["sample"],

@@ -237,3 +237,37 @@ def test_lora_sft_and_dpo_run_through_the_stages_and_the_cache(pretrained, tmp_p
     evaluation = by_stage["evaluate"].result
     assert evaluation.n_test == 20
     assert evaluation.test_error < 0.9          # the merged DPO model still solves problems
+
+
+@pytest.mark.parametrize("mode", ["to_end", "through_pit", "pit_step"])
+def test_what_dpo_sees_of_each_rejected_side(base, tmp_path, mode):
+    """Token level, through TRL's own preparation: both sides share every token before the
+    pit step; the chosen side ends in EOS; the rejected side ends in EOS only for to_end,
+    else right after the pit step's newline (through_pit also puts the steps before the
+    pit into both sides instead of the prompt)."""
+    from orchestrator.credit import per_step_pair
+    from orchestrator.training import dpo_trainer
+
+    prompt = "Question: 2 plus 3 plus 4?\nAnswer:\n"
+    steps = ["2 + 3 = 5", "5 + 4 = 8", "#### 8"]          # step 2 is the pit
+    pair = per_step_pair(prompt, steps, 2, "5 + 4 = 9\n#### 9", mode)
+    row = {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,
+           "rejected_eos": pair.rejected_eos}
+    settings = DPOSettings(epochs=1, batch_size=2)
+    trainer, loaded, _ = dpo_trainer(TrainRun(base, ModelLoading(), settings, seed=0), [row],
+                                     tmp_path)
+    tokenizer = loaded.tokenizer
+    (example,) = list(trainer.train_dataset)
+    chosen, rejected = example["chosen_ids"], example["rejected_ids"]
+    assert chosen[-1] == tokenizer.eos_token_id
+    assert (rejected[-1] == tokenizer.eos_token_id) == (mode == "to_end")
+    prompt_text = tokenizer.decode(example["prompt_ids"])
+    rejected_text = tokenizer.decode(rejected, skip_special_tokens=True)
+    if mode == "through_pit":
+        assert "2 + 3 = 5" not in prompt_text and rejected_text.replace(" ", "") == "2+3=5\n5+4=8\n"
+        shared = next(i for i, (a, b) in enumerate(zip(chosen, rejected)) if a != b)
+        assert tokenizer.decode(chosen[:shared]).replace(" ", "").startswith("2+3=5\n5+4=")
+    elif mode == "pit_step":
+        assert "2 + 3 = 5" in prompt_text and rejected_text.replace(" ", "") == "5+4=8\n"
+    else:
+        assert rejected_text.replace(" ", "") == "5+4=8\n####8"
