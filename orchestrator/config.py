@@ -34,7 +34,8 @@ from orchestrator.tasks.arith import OPS
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, TASK_NAMES, TaskSource
 
 # The grid rows; orchestrator/planning/chains.py wires one stage chain per entry.
-DATA_TYPES = ("sft_teacher", "rft_self", "dpo_negative", "dpo_per_step", "sft_human")
+DATA_TYPES = ("sft_teacher", "rft_self", "dpo_negative", "dpo_per_step", "dpo_nll_only",
+              "sft_human")
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,8 @@ class TrainMethod:
 @dataclass(frozen=True)
 class TrainConfig:
     sft: SFTSettings = knob(SFTSettings(), "supervised fine-tuning (sft_teacher, rft_self)")
-    dpo: DPOSettings = knob(DPOSettings(), "preference training (dpo_negative, dpo_per_step)")
+    dpo: DPOSettings = knob(DPOSettings(), "preference training (dpo_negative, dpo_per_step; "
+                                           "dpo_nll_only keeps only its NLL term)")
     device: Literal["auto", "cpu", "cuda"] = knob("auto", "auto: cuda when Ray gave the stage a GPU")
     precision: Literal[PRECISIONS] = knob(
         "auto", "fp32: fp32 weights and maths; bf16-mixed: fp32 master weights, optimizer state "

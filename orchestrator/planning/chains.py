@@ -96,17 +96,29 @@ class CellBuilder:
                                   "dpo_negative")
         return self.dpo_from_sft(outcome_pairs, "dpo_negative")
 
-    def dpo_per_step(self) -> str:
-        """DPO from the SFT model on per-step pairs at the first pit of its negatives."""
+    def step_pairs(self) -> str:
+        """Per-step pairs at the first pit of the SFT model's negatives; shared by two rows."""
         samples = self.samples()
         rollout_params = stages.rollouts.RolloutParams.from_config(self.config, self.point)
         values = self._add("rollouts", rollout_params,
                            {In.MODEL: self.sft_on_teacher(), In.SAMPLES: samples}, "dpo_per_step")
         step_pair_params = stages.step_pairs.StepPairsParams.from_config(self.config, self.point)
-        pit_pairs = self._add("step_pairs", step_pair_params,
-                              {In.ROLLOUTS: values, In.SAMPLES: samples,
-                               In.DATA: self.shared.teacher}, "dpo_per_step")
-        return self.dpo_from_sft(pit_pairs, "dpo_per_step")
+        return self._add("step_pairs", step_pair_params,
+                         {In.ROLLOUTS: values, In.SAMPLES: samples, In.DATA: self.shared.teacher},
+                         "dpo_per_step")
+
+    def dpo_per_step(self) -> str:
+        """DPO from the SFT model on per-step pairs at the first pit of its negatives."""
+        return self.dpo_from_sft(self.step_pairs(), "dpo_per_step")
+
+    def dpo_nll_only(self) -> str:
+        """The control for dpo_per_step: the same pairs' chosen sides, the NLL term alone
+        (no rejected term), so a gain of dpo_per_step over it is the negatives' own."""
+        params = stages.dpo.DPOParams.from_config(self.config, self.point, nll_only=True)
+        model = self._add("dpo", params, {In.MODEL: self.sft_on_teacher(),
+                                          In.PAIRS: self.step_pairs()},
+                          "dpo_nll_only", variant="dpo_nll_only")
+        return self.evaluate(model, "dpo_nll_only")
 
     def sft_human(self) -> str:
         """SFT of the base model on the benchmark's own first n training solutions."""
@@ -123,6 +135,7 @@ ROWS = {
     "rft_self": CellBuilder.rft_self,
     "dpo_negative": CellBuilder.dpo_negative,
     "dpo_per_step": CellBuilder.dpo_per_step,
+    "dpo_nll_only": CellBuilder.dpo_nll_only,
     "sft_human": CellBuilder.sft_human,
 }
 if set(ROWS) != set(DATA_TYPES):    # one source for the data types: config.DATA_TYPES

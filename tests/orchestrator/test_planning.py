@@ -105,6 +105,17 @@ def test_every_stage_is_wired_with_exactly_the_inputs_it_reads():
         assert sorted(name for name, _ in spec.inputs) == sorted(STAGES[spec.stage].inputs), spec.id
 
 
+def test_the_nll_only_control_trains_on_the_per_step_pairs_with_the_nll_term_alone():
+    plan = plan_for(grid__data_types=["sft_teacher", "dpo_per_step", "dpo_nll_only"],
+                    train__dpo__loss_type=["sigmoid", "sft"], train__dpo__loss_weights=[1.0, 0.5])
+    by_id = {spec.id: spec for spec in plan.specs}
+    control, per_step = by_id["dpo[dpo_nll_only,n=100,seed=0]"], by_id["dpo[dpo_per_step,n=100,seed=0]"]
+    assert dict(control.inputs) == dict(per_step.inputs)          # same SFT model, same pairs
+    assert control.params.dpo.loss_type == ("sft",) and control.params.dpo.loss_weights == (0.5,)
+    assert per_step.params.dpo.loss_type == ("sigmoid", "sft")
+    assert [s.stage for s in plan.specs].count("step_pairs") == 2 * 2   # per (n, seed), shared
+
+
 def test_make_spec_rejects_inputs_the_stage_does_not_read():
     import pytest
 

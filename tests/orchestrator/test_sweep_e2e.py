@@ -49,8 +49,8 @@ def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
     assert "test_error" in first and "results:" in first
 
     results = pd.read_csv(out / "results.csv")
-    rows = {"sft_teacher", "rft_self", "dpo_negative", "dpo_per_step"}
-    assert len(results) == len(plan.cells) == 4 * 2 * 2
+    rows = {"sft_teacher", "rft_self", "dpo_negative", "dpo_per_step", "dpo_nll_only"}
+    assert len(results) == len(plan.cells) == 5 * 2 * 2
     assert set(zip(results.data_type, results.n, results.seed, strict=True)) == {
         (d, n, s) for d in rows for n in (100, 200) for s in (0, 1)}
     assert results.test_error.between(0, 1).all()
