@@ -261,6 +261,10 @@ class RFTConfig:
                  "numbers, spacing) match; exact: identical text only")
     include_teacher_data: bool = knob(True, "also train on the n teacher solutions (D_syn union the "
                                             "self-generated positives)")
+    match_sft_steps: bool = knob(False, "train rft_self for as many optimiser steps as its "
+                                        "sft_teacher baseline at the same n (epochs scaled by "
+                                        "n / RFT examples); off: the same epochs, so more data "
+                                        "means more steps (results.csv: train_steps)")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The sweep's results tables, rebuilt from stage artifacts (never appended).
 
 `results.csv`: one row per grid cell (data_type, n, seed) with test_error,
-pass@1 (and pass@k), and the cost of the cell's whole stage chain:
+pass@1 (and pass@k), the examples and optimiser steps of the training that made
+the evaluated model (`train_examples`, `train_steps`), and the cost of the
+cell's whole stage chain:
 
 - `train_tokens`, `generated_tokens`, `wall_seconds` (the cost contract every
   stage result carries, `contract.StageResult`): summed over every stage
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.contract import Files, StageResult
+from orchestrator.contract import Files, In, StageResult
 from orchestrator.files import write_atomically
 from orchestrator.planning import Cell, Plan, StageSpec
 from orchestrator.stages.evaluate import EvalResult
@@ -38,8 +40,8 @@ NOT_CELL_COST = ("base_model", "evaluate")
 COST_FIELDS = ("train_tokens", "generated_tokens", "wall_seconds")   # of StageResult
 
 RESULT_COLUMNS = ["experiment", "data_type", "n", "seed", "test_error", "pass_at_1", "pass_at_k",
-                  "k", "n_test", "model", "train_tokens", "generated_tokens", "wall_seconds",
-                  "device_seconds", "eval_key"]
+                  "k", "n_test", "model", "train_examples", "train_steps", "train_tokens",
+                  "generated_tokens", "wall_seconds", "device_seconds", "eval_key"]
 
 
 def devices_reserved(spec: StageSpec) -> float:
@@ -62,6 +64,16 @@ def chain_cost(plan: Plan, cell: Cell, outcomes: dict[str, Outcome], pool_size: 
     return {k: round(v, 3) for k, v in cost.items()}
 
 
+def final_training(plan: Plan, cell: Cell, outcomes: dict[str, Outcome]) -> dict[str, int]:
+    """Examples and optimiser steps of the stage that trained the evaluated model: rows
+    trained on different amounts of data (RFT's own positives, DPO's pairs) differ in
+    both, and a comparison of rows should say so (`rft.match_sft_steps`)."""
+    model_key = dict(plan.get(cell.eval_key).inputs).get(In.MODEL)
+    result = outcomes[model_key].result if model_key in outcomes else None
+    return {"train_examples": int(getattr(result, "examples", 0)),
+            "train_steps": int(getattr(result, "steps", 0))}
+
+
 def results_table(plan: Plan, outcomes: dict[str, Outcome], experiment: str, model: str,
                   pool_size: int) -> pd.DataFrame:
     """Rows for every cell whose evaluation finished."""
@@ -75,7 +87,8 @@ def results_table(plan: Plan, outcomes: dict[str, Outcome], experiment: str, mod
             "experiment": experiment, "data_type": cell.data_type, "n": cell.n, "seed": cell.seed,
             "test_error": ev.test_error, "pass_at_1": ev.pass_at_1,
             "pass_at_k": ev.pass_at_k, "k": ev.k, "n_test": ev.n_test,
-            "model": model, **chain_cost(plan, cell, outcomes, pool_size),
+            "model": model, **final_training(plan, cell, outcomes),
+            **chain_cost(plan, cell, outcomes, pool_size),
             "eval_key": cell.eval_key[:16],
         })
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)

@@ -17,7 +17,7 @@ from orchestrator.config import DATA_TYPES, Config
 from orchestrator.contract import GridPoint, In
 from orchestrator.planning.plan import Plan, make_spec
 from orchestrator.stages.evaluate import EvalParams
-from orchestrator.stages.sft import SFTParams
+from orchestrator.stages.sft import MatchedStepsParams, SFTParams
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,8 @@ class CellBuilder:
         data = self._add("rft_data", data_params,
                          {In.SAMPLES: self.samples(), In.DATA: self.shared.teacher}, "rft_self")
         params = SFTParams.from_config(self.config, self.point, first_n=False)
+        if self.config.rft.match_sft_steps:
+            params = MatchedStepsParams(**vars(params), match_steps_of=self.point.n)
         model = self._add("sft", params, {In.BASE: self.shared.base, In.DATA: data}, "rft_self",
                           variant="rft_self")
         return self.evaluate(model, "rft_self")

@@ -23,13 +23,27 @@ INPUTS = (In.SAMPLES, In.DATA)
 
 
 @dataclass(frozen=True)
+class RFTSelection:
+    """The part of `rft` that builds the data; how it is trained on (rft.match_sft_steps)
+    is the sft stage's, and must not move this stage's cache key."""
+
+    max_per_problem: int
+    dedup: str
+    include_teacher_data: bool
+
+    @classmethod
+    def of(cls, rft: RFTConfig) -> RFTSelection:
+        return cls(rft.max_per_problem, rft.dedup, rft.include_teacher_data)
+
+
+@dataclass(frozen=True)
 class RFTDataParams:
-    rft: RFTConfig
+    rft: RFTSelection
     n: int
 
     @classmethod
     def from_config(cls, config: Config, point: GridPoint) -> RFTDataParams:
-        return cls(config.rft, point.n)
+        return cls(RFTSelection.of(config.rft), point.n)
 
 
 @dataclass(frozen=True)

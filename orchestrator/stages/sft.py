@@ -7,7 +7,8 @@ only; the grid seed sets data order and the trainer's seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.config import Config, ModelLoading, SFTSettings, TrainMethod
@@ -37,6 +38,22 @@ class SFTParams:
                    config.train.method, point.seed, point.n if first_n else None)
 
 
+@dataclass(frozen=True)
+class MatchedStepsParams(SFTParams):
+    """rft_self's SFT with `rft.match_sft_steps`: all of the RFT data, its epochs scaled so
+    that it takes as many optimiser steps as its sft_teacher baseline on n examples.
+    (A separate type, so that rft_self's cache key changes only when the knob is on.)"""
+
+    match_steps_of: int = 0     # the baseline's n
+
+
+def matched_epochs(settings: SFTSettings, baseline_n: int, examples: int) -> float:
+    """Epochs over `examples` records that take as many optimiser steps as `settings.epochs`
+    over `baseline_n`: transformers runs ceil(epochs x steps per epoch) steps."""
+    per_step = settings.batch_size * settings.gradient_accumulation_steps
+    return settings.epochs * math.ceil(baseline_n / per_step) / math.ceil(examples / per_step)
+
+
 def run(params: SFTParams, inputs: dict[str, Path], out: Path) -> TrainResult:
     records = read_rows(inputs[In.DATA] / Files.DATA, limit=params.n)
     if params.n is not None and len(records) < params.n:
@@ -44,6 +61,10 @@ def run(params: SFTParams, inputs: dict[str, Path], out: Path) -> TrainResult:
     if not records:
         raise RuntimeError("sft: the training data is empty")
     rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
-    start = TrainRun(model_path(inputs[In.BASE]), params.model, params.sft, params.seed,
+    settings = params.sft
+    if isinstance(params, MatchedStepsParams) and params.match_steps_of:
+        settings = replace(settings, epochs=matched_epochs(settings, params.match_steps_of,
+                                                           len(rows)))
+    start = TrainRun(model_path(inputs[In.BASE]), params.model, settings, params.seed,
                      params.device, params.method)
     return sft_train(start, rows, out)

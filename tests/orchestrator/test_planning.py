@@ -160,3 +160,21 @@ def test_a_hub_base_model_is_keyed_by_its_name_alone():
     plan = plan_for(**hub)
     assert plan.specs[0].params == HubModelParams("org/model")
     assert keys_by_id(plan_for(**hub, model__hidden_size=64)) == keys_by_id(plan)
+
+
+def test_rft_matches_its_baselines_steps_only_when_asked():
+    from orchestrator.config import SFTSettings
+    from orchestrator.stages.sft import MatchedStepsParams, matched_epochs
+
+    plain = keys_by_id(plan_for(grid__data_types=["sft_teacher", "rft_self"]))
+    matched_plan = plan_for(grid__data_types=["sft_teacher", "rft_self"], rft__match_sft_steps=True)
+    matched = keys_by_id(matched_plan)
+    changed = {i for i in plain if plain[i] != matched[i]}
+    assert changed == {f"{stage}[rft_self,n={n},seed={s}]" for stage in ("sft", "evaluate")
+                       for n in (100, 200) for s in (0, 1)}
+    spec = next(s for s in matched_plan.specs if s.id == "sft[rft_self,n=200,seed=1]")
+    assert isinstance(spec.params, MatchedStepsParams) and spec.params.match_steps_of == 200
+    # 3 epochs of 200 examples in batches of 32: 7 steps an epoch, 21 in all; 450 RFT
+    # examples take 15 an epoch, so 1.4 epochs: ceil(1.4 * 15) = 21 steps too
+    settings = SFTSettings(epochs=3.0, batch_size=32)
+    assert matched_epochs(settings, 200, 450) == 3.0 * 7 / 15
