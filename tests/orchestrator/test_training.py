@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -265,9 +266,23 @@ def test_what_dpo_sees_of_each_rejected_side(base, tmp_path, mode):
     rejected_text = tokenizer.decode(rejected, skip_special_tokens=True)
     if mode == "through_pit":
         assert "2 + 3 = 5" not in prompt_text and rejected_text.replace(" ", "") == "2+3=5\n5+4=8\n"
-        shared = next(i for i, (a, b) in enumerate(zip(chosen, rejected)) if a != b)
+        shared = next(i for i, (a, b) in enumerate(zip(chosen, rejected, strict=False)) if a != b)
         assert tokenizer.decode(chosen[:shared]).replace(" ", "").startswith("2+3=5\n5+4=")
     elif mode == "pit_step":
         assert "2 + 3 = 5" in prompt_text and rejected_text.replace(" ", "") == "5+4=8\n"
     else:
         assert rejected_text.replace(" ", "") == "5+4=8\n####8"
+
+
+def test_matched_epochs_take_exactly_the_baselines_optimiser_steps(base, tmp_path):
+    """rft.match_sft_steps relies on transformers running ceil(epochs x steps per epoch):
+    a baseline of 12 examples in batches of 8 takes 2 steps an epoch, 4 in 2 epochs; the 20
+    rows take 3 an epoch, so 4/3 epochs, and exactly 4 steps."""
+    from orchestrator.stages.sft import matched_epochs
+
+    settings = SFTSettings(epochs=2, batch_size=8, learning_rate=1e-2)
+    epochs = matched_epochs(settings, 12, len(ROWS))
+    assert epochs == pytest.approx(4 / 3)
+    result = sft_train(TrainRun(base, ModelLoading(), replace(settings, epochs=epochs), seed=0),
+                       ROWS, tmp_path)
+    assert result.steps == 4 and result.examples == 20
