@@ -14,6 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# Metadata of a field added to a stage's params after artifacts exist, whose default is
+# what the stage did before: `field(default=..., metadata={KEY_NEUTRAL: True})`. At its
+# default it stays out of the cache key (planning.plan.cache_key), so finished artifacts
+# keep their keys; set to anything else, it moves them. Such a default must never change.
+KEY_NEUTRAL = "key_neutral"
+
+
 @dataclass(frozen=True)
 class GridPoint:
     """The grid coordinates a per-cell stage runs for (shared stages have none)."""

@@ -10,14 +10,14 @@ slice (`from_config`); this module only wires stages together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orchestrator import stages
 from orchestrator.config import DATA_TYPES, Config
 from orchestrator.contract import GridPoint, In
 from orchestrator.planning.plan import Plan, make_spec
 from orchestrator.stages.evaluate import EvalParams
-from orchestrator.stages.sft import MatchedStepsParams, SFTParams
+from orchestrator.stages.sft import SFTParams
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class CellBuilder:
                          {In.SAMPLES: self.samples(), In.DATA: self.shared.teacher}, "rft_self")
         params = SFTParams.from_config(self.config, self.point, first_n=False)
         if self.config.rft.match_sft_steps:
-            params = MatchedStepsParams(**vars(params), match_steps_of=self.point.n)
+            params = replace(params, match_steps_of=self.point.n)
         model = self._add("sft", params, {In.BASE: self.shared.base, In.DATA: data}, "rft_self",
                           variant="rft_self")
         return self.evaluate(model, "rft_self")

@@ -12,6 +12,7 @@ Pure: no Ray, MLflow or torch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 from orchestrator.config import Config, StageResources
 from orchestrator.config_schema import to_dict
+from orchestrator.contract import KEY_NEUTRAL
 from orchestrator.stages import STAGES
 
 
@@ -78,12 +80,20 @@ class Plan:
         return list(seen)
 
 
+def key_data(obj: Any) -> Any:
+    """Params as the key sees them: `to_dict`, less KEY_NEUTRAL fields at their default."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: key_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get(KEY_NEUTRAL) and getattr(obj, f.name) == f.default)}
+    return to_dict(obj)
+
+
 def cache_key(stage: str, params: Any, inputs: tuple[tuple[str, str], ...]) -> str:
     """sha256 over stage name, code version, resolved params and input keys."""
     payload = {
         "stage": stage,
         "version": STAGES[stage].version,
-        "params": to_dict(params),
+        "params": key_data(params),
         "inputs": sorted(inputs),
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))

@@ -8,11 +8,11 @@ only; the grid seed sets data order and the trainer's seed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.config import Config, ModelLoading, SFTSettings, TrainMethod
-from orchestrator.contract import Files, GridPoint, In
+from orchestrator.contract import KEY_NEUTRAL, Files, GridPoint, In
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows
 from orchestrator.training import TrainResult, TrainRun, sft_train
@@ -29,6 +29,9 @@ class SFTParams:
     method: TrainMethod         # precision, LoRA, gradient checkpointing
     seed: int
     n: int | None = None        # train on the first n records of the data (None: all)
+    # rft_self with rft.match_sft_steps: epochs scaled to the sft_teacher baseline's optimiser
+    # steps on this many examples (0: the configured epochs)
+    match_steps_of: int = field(default=0, metadata={KEY_NEUTRAL: True})
 
     @classmethod
     def from_config(cls, config: Config, point: GridPoint, first_n: bool = True) -> SFTParams:
@@ -36,15 +39,6 @@ class SFTParams:
         human data); otherwise on all of it (RFT data, already built for n)."""
         return cls(config.model.loading, config.train.sft, config.train.device,
                    config.train.method, point.seed, point.n if first_n else None)
-
-
-@dataclass(frozen=True)
-class MatchedStepsParams(SFTParams):
-    """rft_self's SFT with `rft.match_sft_steps`: all of the RFT data, its epochs scaled so
-    that it takes as many optimiser steps as its sft_teacher baseline on n examples.
-    (A separate type, so that rft_self's cache key changes only when the knob is on.)"""
-
-    match_steps_of: int = 0     # the baseline's n
 
 
 def matched_epochs(settings: SFTSettings, baseline_n: int, examples: int) -> float:
@@ -62,7 +56,7 @@ def run(params: SFTParams, inputs: dict[str, Path], out: Path) -> TrainResult:
         raise RuntimeError("sft: the training data is empty")
     rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
     settings = params.sft
-    if isinstance(params, MatchedStepsParams) and params.match_steps_of:
+    if params.match_steps_of:
         settings = replace(settings, epochs=matched_epochs(settings, params.match_steps_of,
                                                            len(rows)))
     start = TrainRun(model_path(inputs[In.BASE]), params.model, settings, params.seed,

@@ -12,15 +12,15 @@ give no pair; pairs are capped per problem.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.config import Config
-from orchestrator.contract import Files, GridPoint, In, StageResult
+from orchestrator.contract import KEY_NEUTRAL, Files, GridPoint, In, StageResult
 from orchestrator.credit import first_pit, per_step_pair
 from orchestrator.records import read_rows, write_rows
 
-VERSION = "2"  # 2: per_step.rejected, rejected_eos in each pair
+VERSION = "1"
 INPUTS = (In.ROLLOUTS, In.SAMPLES, In.DATA)
 
 
@@ -29,7 +29,7 @@ class StepPairsParams:
     pit_rule: str
     max_pairs_per_problem: int
     n: int
-    rejected: str = "to_end"
+    rejected: str = field(default="to_end", metadata={KEY_NEUTRAL: True})   # added later
 
     @classmethod
     def from_config(cls, config: Config, point: GridPoint) -> StepPairsParams:

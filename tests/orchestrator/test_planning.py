@@ -164,7 +164,7 @@ def test_a_hub_base_model_is_keyed_by_its_name_alone():
 
 def test_rft_matches_its_baselines_steps_only_when_asked():
     from orchestrator.config import SFTSettings
-    from orchestrator.stages.sft import MatchedStepsParams, matched_epochs
+    from orchestrator.stages.sft import matched_epochs
 
     plain = keys_by_id(plan_for(grid__data_types=["sft_teacher", "rft_self"]))
     matched_plan = plan_for(grid__data_types=["sft_teacher", "rft_self"], rft__match_sft_steps=True)
@@ -173,8 +173,26 @@ def test_rft_matches_its_baselines_steps_only_when_asked():
     assert changed == {f"{stage}[rft_self,n={n},seed={s}]" for stage in ("sft", "evaluate")
                        for n in (100, 200) for s in (0, 1)}
     spec = next(s for s in matched_plan.specs if s.id == "sft[rft_self,n=200,seed=1]")
-    assert isinstance(spec.params, MatchedStepsParams) and spec.params.match_steps_of == 200
+    assert spec.params.match_steps_of == 200
     # 3 epochs of 200 examples in batches of 32: 7 steps an epoch, 21 in all; 450 RFT
     # examples take 15 an epoch, so 1.4 epochs: ceil(1.4 * 15) = 21 steps too
     settings = SFTSettings(epochs=3.0, batch_size=32)
     assert matched_epochs(settings, 200, 450) == 3.0 * 7 / 15
+
+
+def test_a_knob_added_later_moves_keys_only_off_its_default():
+    """per_step.rejected came after artifacts existed (KEY_NEUTRAL): at to_end, the old
+    behaviour, every key is what it was; through_pit moves the step pairs and downstream."""
+    from orchestrator.planning.plan import key_data
+
+    rows = ["sft_teacher", "dpo_per_step", "dpo_nll_only"]
+    default = keys_by_id(plan_for(grid__data_types=rows))
+    explicit = keys_by_id(plan_for(grid__data_types=rows, per_step__rejected="to_end"))
+    moved = keys_by_id(plan_for(grid__data_types=rows, per_step__rejected="through_pit"))
+    assert explicit == default
+    changed = {i.split("[")[0] + ("" if "dpo_" not in i else "/" + i.split("[")[1].split(",")[0])
+               for i in default if default[i] != moved[i]}
+    assert changed == {"step_pairs", "dpo/dpo_per_step", "dpo/dpo_nll_only",
+                       "evaluate/dpo_per_step", "evaluate/dpo_nll_only"}
+    spec = next(s for s in plan_for(grid__data_types=rows).specs if s.stage == "step_pairs")
+    assert "rejected" not in key_data(spec.params) and spec.params.rejected == "to_end"
