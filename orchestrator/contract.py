@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 # Metadata of a field added to a stage's params after artifacts exist, whose default is
 # what the stage did before: `field(default=..., metadata={KEY_NEUTRAL: True})`. At its
 # default it stays out of the cache key (planning.plan.cache_key), so finished artifacts
