@@ -283,6 +283,9 @@ class PerStepConfig:
         "first_zero", "first_zero: the first step after which no rollout succeeds (Self-Explore's "
                       "first pit); min_advantage: the step with the lowest advantage")
     max_pairs_per_problem: int = knob(2, "most per-step pairs per problem", min=1)
+    early_stop: bool = knob(False, "roll out prefix by prefix and stop a negative at its first "
+                                   "prefix from which no rollout succeeds: the same first_zero "
+                                   "pit for fewer rollouts (spend the saving on rollouts K)")
     rejected: Literal[REJECTED_SIDES] = knob(
         "to_end", "the per-step pair's rejected side: to_end: the negative from the pit to its "
                   "answer, with EOS; through_pit: the negative truncated after the pit step, no "

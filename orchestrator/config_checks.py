@@ -34,6 +34,9 @@ def check_consistency(config: Config, where: Where) -> None:
                                                f"grid.data_types {list(config.grid.data_types)}")
     if len(set(config.grid.data_types)) != len(config.grid.data_types):
         raise where.error("grid.data_types", "expected each data type once")
+    if config.per_step.early_stop and config.per_step.pit_rule != "first_zero":
+        raise where.error("per_step.early_stop", "needs per_step.pit_rule: first_zero (the "
+                          f"{config.per_step.pit_rule} rule reads every step's value)")
     dpo = config.train.dpo
     if dpo.loss_weights and len(dpo.loss_weights) != len(dpo.loss_type):
         raise where.error("train.dpo.loss_weights", f"expected one weight per loss type "

@@ -89,6 +89,9 @@ def render_rollouts(row: dict) -> str:
              f"  {'step':<34} {'V after':>7} {'A':>6}",
              f"  {'(problem only)':<34} {row['values'][0]:>7.2f}"]
     for i, step in enumerate(row["steps"], start=1):
+        if i >= len(row["values"]):     # per_step.early_stop: not rolled out past the pit
+            lines.append(f"  {i}. {step[:31]:<31} {'-':>7} {'-':>6}  (after the pit)")
+            continue
         marks = [f"<- {rule}" for rule, pit in pits.items() if pit == i]
         lines.append(f"  {i}. {step[:31]:<31} {row['values'][i]:>7.2f} {row['advantages'][i - 1]:>+6.2f}"
                      f"  {' '.join(marks)}")

@@ -164,12 +164,13 @@ def stand_in(monkeypatch):
     return policy
 
 
-def run_rollouts(tmp_path, samples, k=4, negatives=4, v0_from_samples=False):
+def run_rollouts(tmp_path, samples, k=4, negatives=4, v0_from_samples=False, early_stop=False):
     (tmp_path / "samples").mkdir()
     write_rows(tmp_path / "samples" / "samples.jsonl", samples)
     config = config_from_dict({
         "sampling": {"temperature": 0.7 if v0_from_samples else 1.0},
-        "per_step": {"rollouts": k, "negatives_per_problem": negatives, "temperature": 0.7}})
+        "per_step": {"rollouts": k, "negatives_per_problem": negatives, "temperature": 0.7,
+                     "early_stop": early_stop}})
     params = rollouts.RolloutParams.from_config(config, GridPoint(n=1, seed=0))
     assert params.v0_from_samples == v0_from_samples
     out = tmp_path / "rollouts"
@@ -298,3 +299,47 @@ def test_pit_agreement_counts_hits_early_and_late_pits_per_k():
     assert by_k[4]["precision"] == pytest.approx(2 / 4) and by_k[4]["recall"] == pytest.approx(2 / 3)
     assert by_k[4]["early"] == pytest.approx(1 / 4) and by_k[4]["late"] == 0.0
     assert by_k[4]["with_wrong_line"] == 3 and by_k[4]["negatives"] == 4
+
+
+LOST = ["7 + 5 = 12", "12 + 3 = 15", "15 - 1 = 14", "#### 14"]   # two steps after its pit
+
+
+@pytest.mark.parametrize("v0_from_samples", [False, True])
+def test_early_stopped_rollouts_find_the_same_pits_for_fewer_prefixes(tmp_path, monkeypatch,
+                                                                      v0_from_samples):
+    success = {prefix(LOST, 0): 0.75, prefix(LOST, 1): 0.75, prefix(LOST, 2): 0.0,
+               prefix(LOST, 3): 0.0, prefix(SPURIOUS, 1): 0.25, prefix(SPURIOUS, 2): 0.25,
+               prefix(SPURIOUS, 3): 0.0}
+    samples = [sample("p1", text(LOST), False, 0), sample("p1", text(SPURIOUS), False, 1),
+               sample("p1", text(GOOD), True, 2)]
+    found = {}
+    for early in (False, True):
+        policy = StandInPolicy(success)
+        monkeypatch.setattr(orchestrator.backends, "make_backend", lambda *a, p=policy, **k: p)
+        folder = tmp_path / str(early)
+        folder.mkdir()
+        result, rows = run_rollouts(folder, samples, v0_from_samples=v0_from_samples,
+                                    early_stop=early)
+        found[early] = (result, rows, policy)
+    (full, full_rows, _), (early, early_rows, policy) = found[False], found[True]
+    pits = [[first_pit(r["values"]) for r in rows] for rows in (full_rows, early_rows)]
+    assert pits[0] == pits[1] == [2, 3]
+    # LOST is not rolled out after its pit; SPURIOUS's pit is its last prefix: nothing saved
+    assert early_rows[0]["rolled_out"] == 3 and early_rows[0]["values"][-1] == 0.0
+    assert full_rows[0]["rolled_out"] == 4
+    assert early.prefixes_skipped == 1 and early.stopped_at_pit == 2
+    assert early.rollouts == full.rollouts - 4 and early.unique_prefixes == full.unique_prefixes - 1
+    assert prefix(LOST, 3) not in [p for call in policy.calls for p in call]
+    assert len(policy.calls) == (3 if v0_from_samples else 4)       # one call per depth
+    assert [len(r["successes"]) for r in early_rows] == [3, 4]
+    from orchestrator.show import render_rollouts
+
+    shown = render_rollouts(early_rows[0]).splitlines()
+    assert "<- first_zero" in shown[-3] and shown[-1].endswith("(after the pit)")
+
+
+def test_early_stop_needs_the_first_zero_rule():
+    from orchestrator.config_schema import ConfigError
+
+    with pytest.raises(ConfigError, match="per_step.early_stop: needs per_step.pit_rule: first_zero"):
+        config_from_dict({"per_step": {"early_stop": True, "pit_rule": "min_advantage"}})
