@@ -56,6 +56,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     plan = _command(sub, "plan", "print the stage plan without running it", epilog=keys,
                     formatter_class=fmt)
     _config_args(plan)
+    plan.add_argument("--estimate", action="store_true",
+                      help="instead of the plain stage table: for every stage, cached or new, "
+                           "and each new one's predicted tokens, wall time (95%% interval) and "
+                           "device time, from the throughput of finished stages of the same "
+                           "kind; totals per data type and for the sweep")
+    plan.add_argument("--store", action="append", metavar="PATH",
+                      help="with --estimate: artifact store (or sweep folder) whose finished "
+                           "stages give the throughput; repeatable (default: the config's own "
+                           "store)")
+    plan.add_argument("--price-per-device-hour", type=float, metavar="X",
+                      help="with --estimate: also give money, X per device-hour (GPU, or CPU "
+                           "for a CPU-only stage)")
     grade = _command(sub, "grade", "grade a JSONL of completions (fields: completion, answer)")
     grade.add_argument("file", help="JSONL, one completion per line, with its reference answer")
     grade.add_argument("--task", default="gsm8k", choices=["gsm8k", "math", "arith"],
@@ -180,10 +192,38 @@ def cmd_plan(args) -> int:
     config = load_config(args.config, args.overrides)
     print(describe_changes(config))
     print()
+    if args.estimate:
+        print(_estimate(config, args.store or [str(config.artifacts_dir)],
+                        args.price_per_device_hour))
+        return EXIT_OK
     print(describe_plan(expand_grid(config)))
     print()
     print(describe_memory(config))
     return EXIT_OK
+
+
+def _estimate(config, stores: list[str], price: float | None) -> str:
+    from pathlib import Path
+
+    from orchestrator.estimate import Estimator, describe_estimate, estimate_plan
+    from orchestrator.planning import expand_grid
+    from orchestrator.results import devices_reserved
+    from orchestrator.store import ArtifactStore
+
+    roots = []
+    for store in stores:
+        root = Path(store)
+        root = root / "artifacts" if (root / "artifacts").is_dir() else root
+        if store != str(config.artifacts_dir) and not root.is_dir():
+            raise ConfigError(f"--store {store}: no such artifact store (a folder of stage "
+                              "folders, or a sweep folder with artifacts/)")
+        roots.append(root)
+    if price is not None and price < 0:
+        raise ConfigError(f"--price-per-device-hour: expected a number >= 0, got {price}")
+    own = ArtifactStore(config.artifacts_dir)
+    estimate = estimate_plan(expand_grid(config), lambda spec: own.is_done(spec.stage, spec.key),
+                             Estimator.from_stores(roots), devices_reserved)
+    return describe_estimate(estimate, [str(r) for r in roots], price)
 
 
 def cmd_grade(args) -> int:
