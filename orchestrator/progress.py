@@ -1,11 +1,22 @@
 """Progress display for a sweep: stages done / total, what is in flight, ETA.
 
 One line per finished stage (so logs and CI output stay readable), plus, on a
-terminal, a status line redrawn in place while stages run. The ETA uses the
-mean duration of the stages of each kind that did work in this sweep, divided
-by how many run at once; before any has finished it says so instead of
-guessing, and while some kind is still unmeasured it is shown as a lower
-bound (">").
+terminal, a status line redrawn in place while stages run. The ETA is the cost
+model of `plan --estimate` (orchestrator/estimate.py) over the stages left, divided
+by how many run at once. Each stage left is predicted, first found first:
+
+1. from the throughput its kind measured in the store before this sweep (the
+   estimator the sweep passes in), times this sweep's speed: actual / predicted
+   seconds of the stages of that kind already done here, or of all kinds until one
+   of its own is done (the machine is busier, or faster, than the one that measured);
+2. from the stages of its kind done in this sweep (the same model, fitted on them);
+3. from its stage's other variants, measured before (times the speed) or here;
+4. otherwise a lower bound: the mean duration of the stages done here, or as long as
+   a stage of that kind has been running, whichever is longer; the ETA is then shown
+   as a lower bound (">").
+
+Before any stage has finished and with nothing measured before, it says so instead
+of guessing. Must not import ray or mlflow: tests replay recorded sweeps through it.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import sys
 import time
 from collections import defaultdict
 
+from orchestrator.estimate import Estimator, Observation, kind_of, observe
 from orchestrator.planning import Plan, StageSpec
 from orchestrator.stages.evaluate import EvalResult
 from orchestrator.store import Outcome
@@ -32,7 +44,8 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, plan: Plan, parallelism: int, stream=None):
+    def __init__(self, plan: Plan, parallelism: int, stream=None,
+                 estimator: Estimator | None = None):
         self.plan = plan
         self.total = len(plan.specs)
         self.parallelism = max(1, parallelism)
@@ -45,6 +58,11 @@ class Progress:
         self.not_run = 0                                # failed or skipped
         self.start = time.monotonic()
         self._last_status = time.monotonic()
+        # Predictions from what the store measured before this sweep, fixed at its start;
+        # the stages done here give their actual / predicted ratio and their own fits.
+        self.prior = {s.key: estimator.predict_spec(s) for s in plan.specs} if estimator else {}
+        self.live = Estimator()
+        self.speed: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # kind: actual, predicted
 
     # -- events from the runner
     def submitted(self, spec: StageSpec) -> None:
@@ -58,8 +76,20 @@ class Progress:
             how = "cached"
         else:
             self.durations[spec.stage].append(outcome.wall_seconds)
+            self._measured(spec, outcome)
             how = f"{format_seconds(outcome.wall_seconds)} on {outcome.node}"
         self._line(f"{spec.id} {how}{self._headline(outcome)}")
+
+    def _measured(self, spec: StageSpec, outcome: Outcome) -> None:
+        seen = observe(spec.stage, spec.params, spec.id, outcome.result, spec.key)
+        if seen is not None:
+            self.live.add(Observation(seen.kind, seen.stage, seen.units, seen.tokens,
+                                      outcome.wall_seconds, seen.n, spec.key))
+        before = self.prior.get(spec.key)
+        if before is not None and not before.lower_bound and before.seconds > 0:
+            for kind in (seen.kind if seen else kind_of(spec.stage, spec.id), "*"):
+                self.speed[kind][0] += outcome.wall_seconds
+                self.speed[kind][1] += before.seconds
 
     def failed(self, spec: StageSpec, error: str) -> None:
         self.in_flight.pop(spec.key, None)
@@ -113,10 +143,11 @@ class Progress:
         if not remaining:
             return 0.0, False
         all_durations = [d for ds in self.durations.values() for d in ds]
-        if not all_durations:
+        predicted = [self._predict(spec) for spec in remaining]
+        if not all_durations and any(p is None for p in predicted):
             return None, True
         now = time.monotonic()
-        fallback = sum(all_durations) / len(all_durations)
+        fallback = sum(all_durations) / len(all_durations) if all_durations else 0.0
         # A kind no stage of has finished yet takes at least as long as its
         # longest-running member so far (a slow base model must not read "ETA 8s").
         running_for: dict[str, float] = defaultdict(float)
@@ -124,14 +155,32 @@ class Progress:
             stage = self.plan.get(key).stage
             running_for[stage] = max(running_for[stage], now - since)
         work, unmeasured = 0.0, False
-        for spec in remaining:
-            ds = self.durations.get(spec.stage)
-            if ds:
-                work += sum(ds) / len(ds)
-            else:
+        for spec, seconds in zip(remaining, predicted, strict=True):
+            if seconds is None:
                 unmeasured = True
-                work += max(fallback, running_for.get(spec.stage, 0.0))
+                seconds = max(fallback, running_for.get(spec.stage, 0.0))
+            work += seconds
         return work / self.parallelism, unmeasured
+
+    def _predict(self, spec: StageSpec) -> float | None:
+        """Seconds for a stage not done yet (the module docstring's order); None: unknown."""
+        before = self.prior.get(spec.key)
+        kind = kind_of(spec.stage, spec.id)
+        if before is not None and before.basis == "fit":
+            return before.seconds * self._speed(kind)
+        here = self.live.predict_spec(spec) if self.live.observations else None
+        if here is not None and here.basis == "fit":
+            return here.seconds
+        if before is not None and not before.lower_bound:
+            return before.seconds * self._speed(kind)
+        if here is not None and not here.lower_bound:
+            return here.seconds
+        return None
+
+    def _speed(self, kind: str) -> float:
+        """Actual / predicted seconds of this sweep's done stages: of `kind` once one is."""
+        actual, predicted = self.speed[kind] if self.speed[kind][1] > 0 else self.speed["*"]
+        return actual / predicted if predicted > 0 else 1.0
 
     def status(self) -> str:
         eta, lower_bound = self._eta()

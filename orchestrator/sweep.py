@@ -24,6 +24,7 @@ from orchestrator.config import Config, config_dict
 from orchestrator.config_schema import ConfigError
 from orchestrator.contract import Files
 from orchestrator.errors import one_line
+from orchestrator.estimate import Estimator
 from orchestrator.files import write_atomically
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
 from orchestrator.processes import end_group
@@ -279,7 +280,9 @@ def _sweep(config: Config, stream, at_end: ExitStack) -> SweepSummary:
         # kill -9 runs no `finally`: the reaper then ends the runs this process left RUNNING.
         at_end.callback(end_group, start_reaper(tracker.uri, tracker.experiment_id,
                                                 tracker.parent_id, out / "reaper.log"))
-        progress = Progress(plan, 1 if all_cached else concurrent_stages(plan), stream)
+        # The ETA's cost model: throughput measured by the store's finished stages.
+        progress = Progress(plan, 1 if all_cached else concurrent_stages(plan), stream,
+                            Estimator.from_stores([config.artifacts_dir]))
         events = SweepEvents(config, plan, progress, tracker, stream)
         try:
             report = run_plan(plan, config, events)
