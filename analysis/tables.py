@@ -185,12 +185,16 @@ def find_per_problem(results_path: str | Path) -> Path | None:
 def results_from_mlflow_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """A results table from `mlflow.search_runs(...)` output (evaluate-stage child runs).
 
-    Takes `tags.data_type`, `tags.n`, `tags.seed` and every `metrics.*` column;
-    the caller imports mlflow, this package never does.
+    Takes `tags.data_type`, `tags.n`, `tags.seed` and every `metrics.*` column of the
+    evaluations' stage runs (not their failure runs); the caller imports mlflow, this
+    package never does.
     """
     require_columns(runs, ["tags.data_type", "tags.n", "tags.seed"], "MLflow runs")
     if "tags.stage" in runs.columns:
         runs = runs[runs["tags.stage"] == "evaluate"]
+    if "tags.synthscale_kind" in runs.columns:
+        # A failed evaluation's run (kind `failure`) carries the cell's tags but no metrics.
+        runs = runs[runs["tags.synthscale_kind"] != "failure"]
     metrics = {c: c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")}
     # The sweep logs a cell's whole-chain cost as chain_* on its evaluate run
     # (the unprefixed names are the evaluation's own cost): prefer the chain.

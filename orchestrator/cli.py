@@ -53,6 +53,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     sweep = _command(sub, "sweep", "run a grid end to end (finished stages are reused)",
                      epilog=keys, formatter_class=fmt)
     _config_args(sweep)
+    sweep.add_argument("--fail-fast", action="store_true",
+                       help="stop at the first failed stage: cancel the stages queued or running "
+                            "(finished ones stay cached) and exit 1; same as "
+                            "cluster.fail_fast=true (default: independent cells go on)")
     plan = _command(sub, "plan", "print the stage plan without running it", epilog=keys,
                     formatter_class=fmt)
     _config_args(plan)
@@ -164,7 +168,9 @@ def cmd_sweep(args) -> int:
     from orchestrator.processes import exit_code, exit_on_signals
     from orchestrator.sweep import choose_output, print_report, run_sweep
 
-    config, note = choose_output(load_config(args.config, args.overrides), args.overrides)
+    # A flag for what is also a config key: the override goes through the same validation.
+    overrides = [*args.overrides, *(["cluster.fail_fast=true"] if args.fail_fast else [])]
+    config, note = choose_output(load_config(args.config, overrides), args.overrides)
     if note:
         print(note, flush=True)
     try:

@@ -346,6 +346,9 @@ class ClusterConfig:
     num_gpus: int = knob(0, "local Ray only: GPUs to offer (0: those Ray detects)", min=0)
     max_retries: int = knob(2, "retries of a stage whose worker or node died", min=0)
     retry_exceptions: bool = knob(False, "also retry stages that raised (flaky storage, OOM)")
+    fail_fast: bool = knob(False, "stop the sweep at the first failed stage: cancel the stages "
+                                  "queued or running (finished ones stay cached), exit 1 "
+                                  "(`sweep --fail-fast`; default: independent cells go on)")
     strict_cache: bool = knob(False, "recompute cached stages whose spec.json names other versions"
                                      " of torch, transformers, trl, vllm or ray than this sweep's"
                                      " (default: reuse them, with a warning)")

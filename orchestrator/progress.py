@@ -55,7 +55,7 @@ class Progress:
         self.in_flight: dict[str, float] = {}          # key -> submit time
         self.durations: dict[str, list[float]] = defaultdict(list)
         self.cached = 0
-        self.not_run = 0                                # failed or skipped
+        self.not_run = 0                                # failed, skipped or cancelled
         self.start = time.monotonic()
         self._last_status = time.monotonic()
         # Predictions from what the store measured before this sweep, fixed at its start;
@@ -102,6 +102,12 @@ class Progress:
         self.done.add(spec.key)
         self.not_run += 1
         self._line(f"skipped {spec.id} (upstream {upstream.id} failed)")
+
+    def cancelled(self, spec: StageSpec, failure: StageSpec) -> None:
+        self.in_flight.pop(spec.key, None)
+        self.done.add(spec.key)
+        self.not_run += 1
+        self._line(f"cancelled {spec.id} (--fail-fast after FAILED {failure.id})")
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -196,6 +202,6 @@ class Progress:
 
     def summary(self) -> str:
         executed = len(self.done) - self.cached - self.not_run
-        failed = f", {self.not_run} failed or skipped" if self.not_run else ""
+        failed = f", {self.not_run} failed, skipped or cancelled" if self.not_run else ""
         return (f"{len(self.done)}/{self.total} stages in {format_seconds(time.monotonic() - self.start)}"
                 f" ({executed} run, {self.cached} cached{failed})")

@@ -11,7 +11,11 @@ allocator reserved, and the next stage would land on the wrong GPU or fail
 vLLM's free-memory check. Finished stages (a `DONE` artifact in the
 store) are not submitted at all. A worker or node that dies has its task
 retried (`cluster.max_retries`); a stage that raises fails alone, and its
-dependents are reported as skipped while independent branches go on.
+dependents are reported as skipped while independent branches go on; with
+`cluster.fail_fast`, the first failure cancels every stage still queued or
+running instead (`ray.cancel(force=True)` kills a running one's worker: its
+temporary folder is a dead attempt that the next sweep's `clean_stale` removes,
+and it is never published).
 
 Swapping the executor (local process, another scheduler) means replacing this
 one file.
@@ -52,6 +56,7 @@ class RunReport:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)    # key -> one-line error
     skipped: dict[str, str] = field(default_factory=dict)   # key -> the failed upstream key
+    cancelled: dict[str, str] = field(default_factory=dict)  # key -> the failure that stopped it
 
 
 class Events:
@@ -61,6 +66,7 @@ class Events:
     def finished(self, spec: StageSpec, outcome: Outcome) -> None: ...
     def failed(self, spec: StageSpec, error: str) -> None: ...
     def skipped(self, spec: StageSpec, upstream: StageSpec) -> None: ...
+    def cancelled(self, spec: StageSpec, failure: StageSpec) -> None: ...
     def tick(self) -> None: ...
 
 
@@ -234,34 +240,59 @@ def run_plan(plan: Plan, config: Config, events: Events,
         refs[spec.key] = _submit(remote, spec, config, store, deps)
         pending[refs[spec.key]] = spec.key
         events.submitted(spec)
-    _collect(plan, pending, report, events, poll_seconds)
+    _collect(plan, pending, report, events, poll_seconds, config.cluster.fail_fast)
     return report
 
 
 def _collect(plan: Plan, pending: dict, report: RunReport, events: Events,
-             poll_seconds: float) -> None:
+             poll_seconds: float, fail_fast: bool = False) -> None:
     import ray
     from ray.exceptions import RayError
 
     while pending:
+        if fail_fast and report.failed:
+            _cancel_pending(plan, pending, report, events, next(iter(report.failed)))
+            return
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_seconds)
         events.tick()
         for ref in ready:
+            if ref not in pending:      # collected already, as a failed upstream stage
+                continue
             key = pending.pop(ref)
             spec = plan.get(key)
             try:
                 outcome = ray.get(ref)
             except RayError as exc:
+                _record_upstream_failures(plan, key, pending, report, events)
                 _record_failure(plan, spec, exc, report, events)
                 continue
             report.outcomes[key] = outcome
             events.finished(spec, outcome)
 
 
+def _record_upstream_failures(plan: Plan, key: str, pending: dict, report: RunReport,
+                              events: Events) -> None:
+    """Ray fails the dependents of a stage that raised with that stage's error, and may hand
+    one back before the stage itself: record the failed upstream stages first, so the stage
+    that raised is the one reported FAILED and its dependents are skipped."""
+    import ray
+    from ray.exceptions import RayError
+
+    refs = {k: ref for ref, k in pending.items()}
+    for upstream in [k for k in plan.ancestors(key)[:-1] if k in refs]:
+        ready, _ = ray.wait([refs[upstream]], timeout=1.0)
+        if not ready:
+            continue
+        try:
+            ray.get(ready[0])
+        except RayError as exc:
+            del pending[refs[upstream]]
+            _record_failure(plan, plan.get(upstream), exc, report, events)
+
+
 def _record_failure(plan: Plan, spec: StageSpec, exc: Exception, report: RunReport,
                     events: Events) -> None:
-    failed_upstream = next((k for k in plan.ancestors(spec.key)[:-1]
-                            if k in report.failed or k in report.skipped), None)
+    failed_upstream = _failed_upstream(plan, spec.key, report)
     if failed_upstream is not None:
         report.skipped[spec.key] = failed_upstream
         events.skipped(spec, plan.get(failed_upstream))
@@ -269,3 +300,42 @@ def _record_failure(plan: Plan, spec: StageSpec, exc: Exception, report: RunRepo
     message = one_line(getattr(exc, "cause", None) or exc)
     report.failed[spec.key] = message
     events.failed(spec, message)
+
+
+def _failed_upstream(plan: Plan, key: str, report: RunReport) -> str | None:
+    """The first stage `key` depends on that failed or was skipped, if any."""
+    return next((k for k in plan.ancestors(key)[:-1] if k in report.failed or k in report.skipped),
+                None)
+
+
+CANCEL_WAIT_SECONDS = 60.0   # for Ray to confirm the cancelled tasks (a killed worker: < 1 s)
+
+
+def _cancel_pending(plan: Plan, pending: dict, report: RunReport, events: Events,
+                    failure: str) -> None:
+    """--fail-fast after the failure of `failure`: cancel every pending stage; a running one's
+    worker is killed (force), which Ray does not retry. A stage that finished before its
+    cancel arrived is kept as finished; the failed stage's dependents stay skipped."""
+    import ray
+    from ray.exceptions import RayError
+
+    for ref in pending:
+        ray.cancel(ref, force=True)
+    ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_SECONDS)
+    by_key = {key: ref for ref, key in pending.items()}
+    for spec in [s for s in plan.specs if s.key in by_key]:   # upstream first
+        ref = by_key[spec.key]
+        try:
+            outcome = ray.get(ref, timeout=0) if ref in ready else None
+        except RayError:
+            outcome = None
+        if outcome is not None:
+            report.outcomes[spec.key] = outcome
+            events.finished(spec, outcome)
+        elif _failed_upstream(plan, spec.key, report) is not None:
+            report.skipped[spec.key] = _failed_upstream(plan, spec.key, report)
+            events.skipped(spec, plan.get(report.skipped[spec.key]))
+        else:
+            report.cancelled[spec.key] = failure
+            events.cancelled(spec, plan.get(failure))
+    pending.clear()

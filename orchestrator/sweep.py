@@ -61,14 +61,16 @@ class SweepSummary:
     tracking_uri: str
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    cancelled: dict[str, str] = field(default_factory=dict)   # key -> the failure (--fail-fast)
     tracking_errors: list[str] = field(default_factory=list)
     retried: dict[str, int] = field(default_factory=dict)   # stage id -> attempts it took
     analysis_files: list[Path] = field(default_factory=list)
     analysis_text: str = ""
+    first_failure: str = ""      # the id of the first stage that failed
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.skipped or self.tracking_errors)
+        return not (self.failed or self.skipped or self.cancelled or self.tracking_errors)
 
 
 def sweep_id(config: Config, plan: Plan) -> str:
@@ -89,6 +91,8 @@ class SweepEvents(Events):
         self.outcomes: dict[str, Outcome] = {}
         self.tracking_errors: list[str] = []
         self.retried: dict[str, int] = {}
+        self.not_run = {"failed": 0, "skipped": 0, "cancelled": 0}   # stage counts, for MLflow
+        self.first_failure = ""         # the id of the stage that stopped a --fail-fast sweep
 
     def submitted(self, spec: StageSpec) -> None:
         self.progress.submitted(spec)
@@ -112,10 +116,21 @@ class SweepEvents(Events):
                                   "they are written again at the end\n")
 
     def failed(self, spec: StageSpec, error: str) -> None:
+        self.not_run["failed"] += 1
+        self.first_failure = self.first_failure or spec.id
         self.progress.failed(spec, error)
+        cells = [f"{c.data_type},n={c.n},seed={c.seed}" for c in self.plan.cells
+                 if spec.key in c.chain]
+        if self.tracker is not None:
+            self._guarded(lambda: self.tracker.log_failure(spec, error, cells))
 
     def skipped(self, spec: StageSpec, upstream: StageSpec) -> None:
+        self.not_run["skipped"] += 1
         self.progress.skipped(spec, upstream)
+
+    def cancelled(self, spec: StageSpec, failure: StageSpec) -> None:
+        self.not_run["cancelled"] += 1
+        self.progress.cancelled(spec, failure)
 
     def tick(self) -> None:
         self.progress.tick()
@@ -130,8 +145,15 @@ class SweepEvents(Events):
                  if self.config.tracking.log_artifacts and (folder / name).exists()]
         inputs = {name: self.outcomes[key].artifact_dir for name, key in spec.inputs
                   if key in self.outcomes}
+        self._guarded(lambda: self.tracker.log_stage(spec, outcome, extra, files, inputs))
+
+    def _guarded(self, log) -> None:
+        """Call `log` (MLflow logging) unless tracking already broke; an error stops the
+        logging, never the sweep."""
+        if self.tracking_errors:
+            return
         try:
-            self.tracker.log_stage(spec, outcome, extra, files, inputs)
+            log()
         except Exception as exc:  # noqa: BLE001 - any tracking failure must not lose compute
             self.tracking_errors.append(one_line(exc))
             self.stream.write(f"warning: MLflow logging stopped ({self.tracking_errors[0]}); "
@@ -294,12 +316,13 @@ def _sweep(config: Config, stream, at_end: ExitStack) -> SweepSummary:
         results_csv, per_problem_csv = write_tables(config, plan, report.outcomes)
         stream.write(progress.summary() + "\n")
         summary = SweepSummary(results_csv, per_problem_csv, config.tracking_uri_shown,
-                               report.failed, report.skipped, events.tracking_errors,
-                               events.retried)
+                               report.failed, report.skipped, report.cancelled,
+                               events.tracking_errors, events.retried)
+        summary.first_failure = events.first_failure
         if config.analysis.enabled:
             summary.analysis_files, summary.analysis_text = analyse(config, results_csv, tracker,
                                                                     events)
-        if not (report.failed or report.skipped):
+        if not (report.failed or report.skipped or report.cancelled):
             status = "FINISHED"
     finally:
         _end_tracking(tracker, events, status)
@@ -402,6 +425,7 @@ def _end_tracking(tracker, events: SweepEvents, status: str) -> None:
             events.tracking_errors.append(one_line(exc))
     try:
         tracker.end_sweep(status)
+        tracker.log_sweep_outcome(events.not_run)
     except Exception as exc:  # noqa: BLE001 - the sweep's own outcome matters more
         events.tracking_errors.append(one_line(exc))
 
@@ -425,6 +449,10 @@ def print_report(summary: SweepSummary, config: Config, stream=None) -> None:
         stream.write(f"FAILED stage {key[:12]}: {error}\n")
     if summary.skipped:
         stream.write(f"{len(summary.skipped)} stages skipped because an upstream stage failed\n")
+    if summary.cancelled:
+        count = len(summary.cancelled)
+        stream.write(f"cancelled: {count} stage{'s' * (count != 1)} (--fail-fast after FAILED "
+                     f"{summary.first_failure})\n")
     for stage_id, attempt in summary.retried.items():
         stream.write(f"retried:     {stage_id} (attempt {attempt}; a worker died)\n")
     for error in summary.tracking_errors:

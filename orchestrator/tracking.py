@@ -47,6 +47,9 @@ from orchestrator.store import Outcome
 # MLflow rejects longer param values (mlflow.utils.validation, 6000 in 3.x);
 # keep well inside so a long prompt template never fails a sweep.
 PARAM_VALUE_LIMIT = 500
+# Some stores cut or reject tag values over 8000 characters (MLflow's SQL schema in 2.x): a
+# failure's one-line reason (a long traceback line) is cut well inside that.
+ERROR_TAG_LIMIT = 5000
 BATCH = 100  # params/tags per log_batch call
 ABANDONED_SECONDS = 600
 DATA_INPUTS = (In.DATA, In.SAMPLES, In.ROLLOUTS, In.PAIRS)   # stage inputs that are datasets
@@ -54,6 +57,9 @@ DATA_INPUTS = (In.DATA, In.SAMPLES, In.ROLLOUTS, In.PAIRS)   # stage inputs that
 # dead server stalled a sweep for over 400 s per call (tests/faults/test_tracking_lost.py).
 # A few seconds of retries ride out a blip; after that the sweep computes on, MLflow behind.
 # Set in the environment, a user's own values win.
+# A stage's runs; its failure runs (kind `failure`) share its cache_key tag but never count
+# as the stage logged, nor as a rival in the race for its one run.
+STAGE_RUNS = "tags.synthscale_kind = 'stage'"
 HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
@@ -69,8 +75,12 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _param_value(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-    return text if len(text) <= PARAM_VALUE_LIMIT else text[:PARAM_VALUE_LIMIT - 12] + "...[cut]"
+    return cut(json.dumps(value) if isinstance(value, (list, dict)) else str(value),
+               PARAM_VALUE_LIMIT)
+
+
+def cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 12] + "...[cut]"
 
 
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -114,7 +124,7 @@ class Tracker:
         one unfinished for ABANDONED_SECONDS (logging a stage takes seconds)."""
         logged = {}
         abandoned_before = time.time() - ABANDONED_SECONDS
-        for run in self._search("tags.synthscale_kind = 'stage'"):
+        for run in self._search(STAGE_RUNS):
             if run.info.status == "FINISHED":
                 logged[run.data.tags["cache_key"]] = run.info.run_id
                 continue
@@ -169,6 +179,11 @@ class Tracker:
                               date_format="iso")
                 self.client.log_artifact(self.parent_id, str(Path(tmp) / f"{name}.json"),
                                          "tables")
+
+    def log_sweep_outcome(self, counts: dict[str, int]) -> None:
+        """Tags `<what>_stages` = count on the sweep's run (failed, skipped, cancelled), set by
+        every attempt: a resumed sweep that finishes shows 0 failed, its history the failure runs."""
+        self._log_tags(self.parent_id, {f"{what}_stages": str(n) for what, n in counts.items()})
 
     def end_sweep(self, status: str) -> None:
         if self.parent_id:
@@ -225,6 +240,26 @@ class Tracker:
         self.logged[spec.key] = run_id
         return run_id
 
+    # -- one child run per failure
+    def log_failure(self, spec: StageSpec, error: str, cells: list[str]) -> str:
+        """A FAILED child run for a stage that raised, named as the stage, with the reason as
+        its `error` tag and the grid cells it takes down. Kind `failure`, not `stage`: a stage
+        has one FINISHED run per cache key, and a later sweep that finishes it logs that run
+        beside this one, which stays as history."""
+        tags = {"synthscale_kind": "failure", "stage": spec.stage, "cache_key": spec.key,
+                "error": cut(error, ERROR_TAG_LIMIT), "cells": cut(" ".join(cells), ERROR_TAG_LIMIT),
+                "mlflow.parentRunId": self.parent_id, "logged_by": owner_tag(),
+                "logged_at": f"{time.time():.0f}", **spec.tag_dict}
+        run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.id).info.run_id
+        try:
+            self._log_params(run_id, flatten(to_dict(spec.params)))
+            self.client.set_terminated(run_id, status="FAILED")
+        except BaseException:
+            with contextlib.suppress(Exception):   # as in log_stage: never a half-logged run
+                self._discard(run_id)
+            raise
+        return run_id
+
     def _discard(self, run_id: str) -> None:
         discard_run(self.client, run_id)
 
@@ -238,7 +273,7 @@ class Tracker:
     def _logged_meanwhile(self, key: str) -> bool:
         """Whether another sweep sharing this store logged `key` since this one started, or
         is logging it now (two sweeps at once, tests/faults/test_concurrent_sweeps.py)."""
-        for run in self._search(f"tags.cache_key = '{key}'"):
+        for run in self._search(f"tags.cache_key = '{key}' and {STAGE_RUNS}"):
             if run.info.status == "FINISHED" or (
                     run.info.status == "RUNNING"
                     and not owner_is_gone(run.data.tags.get("logged_by", ""))):
@@ -249,7 +284,7 @@ class Tracker:
     def _lost_race(self, key: str, run_id: str) -> bool:
         """After creating `run_id`: whether another sweep created a run of `key` in the same
         instant and wins the tie (earliest start, then smallest run id): one run is kept."""
-        runs = self._search(f"tags.cache_key = '{key}'")
+        runs = self._search(f"tags.cache_key = '{key}' and {STAGE_RUNS}")
         winner = min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id), default=None)
         return winner is not None and winner.info.run_id != run_id
 

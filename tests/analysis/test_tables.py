@@ -108,10 +108,14 @@ def _log_evaluations(uri: str) -> None:
     for data_type, n, seed, err in [("sft_teacher", 100, 0, 0.5), ("sft_teacher", 200, 0, 0.4),
                                     ("rft_self", 100, 0, 0.45)]:
         run = client.create_run(experiment, tags={"stage": "evaluate", "data_type": data_type,
-                                                  "n": str(n), "seed": str(seed)})
+                                                  "n": str(n), "seed": str(seed),
+                                                  "synthscale_kind": "stage"})
         client.log_metric(run.info.run_id, "test_error", err)
     client.create_run(experiment, tags={"stage": "sft", "data_type": "sft_teacher", "n": "100",
                                         "seed": "0"})
+    # an earlier attempt of an evaluation that raised: history, not a result
+    client.create_run(experiment, tags={"stage": "evaluate", "data_type": "rft_self", "n": "100",
+                                        "seed": "0", "synthscale_kind": "failure"})
 
 
 @pytest.mark.slow
