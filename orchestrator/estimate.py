@@ -9,7 +9,7 @@ not `sft`), the model is:
 - units: how much work the stage's own params ask for, before it runs: n x epochs for
   training, n x M for self-sampling, n x negatives x K for rollouts, n_test (x pass@k
   samples) for evaluation, pre-training documents x epochs for the tiny base model;
-  n for the data-preparation stages (`UNITS`);
+  n for the data-preparation stages (`units_of`);
 - tokens = units x the kind's measured tokens per unit (train tokens for training
   stages, generated tokens for generation stages);
 - seconds = overhead + seconds_per_token x tokens (tokens: units for the kinds that
@@ -276,13 +276,6 @@ def observe(stage: str, params: Any, spec_id: str, result: Any, key: str = ""
     n = float(params.get("n") or 0) or (_n_from_id(spec_id) if "n=" in spec_id else 0.0)
     return Observation(kind_of(stage, spec_id), stage, units, tokens_of(stage, result),
                        float(result.get("wall_seconds", 0.0) or 0.0), n, key)
-
-
-def group_by_kind(observations: Iterable[Observation]) -> dict[str, list[Observation]]:
-    grouped: dict[str, list[Observation]] = defaultdict(list)
-    for o in observations:
-        grouped[o.kind].append(o)
-    return grouped
 
 
 @dataclass(frozen=True)
