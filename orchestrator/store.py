@@ -128,11 +128,14 @@ class ArtifactStore:
         """Publish `tmp` as the finished artifact of `key` (DONE, then one rename)."""
         (tmp / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
         (tmp / RESULT).write_text(json.dumps(result, indent=2, sort_keys=True))
-        (tmp / OWNER).unlink(missing_ok=True)
         # Sizes and hashes of what is published, so a truncated or edited file is found
         # (orchestrator/verify.py) instead of trusted.
         (tmp / MANIFEST).write_text(json.dumps(manifest(tmp), indent=1, sort_keys=True))
         (tmp / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        # The owner goes last: a worker killed while hashing a large model (--fail-fast's
+        # ray.cancel(force=True), kill -9) left an ownerless folder, kept for a week as
+        # possibly another host's live attempt, instead of one the next sweep removes.
+        (tmp / OWNER).unlink(missing_ok=True)
         final = self.path(stage, key)
         try:
             os.rename(tmp, final)
@@ -163,12 +166,12 @@ class ArtifactStore:
 
 
 def manifest(folder: Path) -> dict[str, dict[str, Any]]:
-    """relative path -> {"bytes", "sha256"} of every file in `folder` but DONE and the
-    manifest itself."""
+    """relative path -> {"bytes", "sha256"} of every file in `folder` but DONE, the
+    manifest itself and an attempt's owner record."""
     entries = {}
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()
-        if path.is_file() and name not in (DONE, MANIFEST):
+        if path.is_file() and name not in (DONE, MANIFEST, OWNER):
             digest = hashlib.sha256()
             with path.open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from orchestrator import store as store_module
 from orchestrator.store import DONE, OWNER, ArtifactStore
@@ -83,6 +85,23 @@ def test_clean_stale_removes_only_dead_attempts(tmp_path, monkeypatch):
     assert store.clean_stale() == 2
     assert mine.exists() and elsewhere_busy.exists()
     assert not dead.exists() and not elsewhere_dead.exists()
+
+
+def test_an_attempt_killed_while_hashing_its_files_is_dead_to_the_next_sweep(tmp_path):
+    # --fail-fast's ray.cancel(force=True), or kill -9, can land while commit hashes a large
+    # model: the folder must still name its (now dead) owner, or it is kept for a week.
+    code = ("import os, signal, sys; from orchestrator import store as s; "
+            "store = s.ArtifactStore(sys.argv[1]); tmp = store.new_tmp('sft', sys.argv[2]); "
+            "(tmp / 'out.txt').write_text('weights'); "
+            "s.manifest = lambda folder: os.kill(os.getpid(), signal.SIGKILL); "
+            "store.commit(tmp, 'sft', sys.argv[2], {}, {})")
+    child = subprocess.run([sys.executable, "-c", code, str(tmp_path), KEY],
+                           cwd=Path(__file__).resolve().parents[2])
+    assert child.returncode == -signal.SIGKILL
+    (left,) = (tmp_path / "sft").glob(".tmp-*")
+    assert (left / "result.json").exists()            # it died inside commit, unpublished
+    store = ArtifactStore(tmp_path)
+    assert store.clean_stale() == 1 and not left.exists() and not store.is_done("sft", KEY)
 
 
 def test_an_outcome_carries_the_producing_runs_start_and_end(tmp_path):
