@@ -116,22 +116,24 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    kind: Literal["oracle", "model"] = knob(
+    kind: Literal["oracle", "model", "openai"] = knob(
         "oracle", "oracle: the task's exact solver (arith only); model: a model through the "
-                  "generation backend, answer-filtered")
+                  "generation backend, answer-filtered; openai: a model behind an "
+                  "OpenAI-compatible server (section `openai`), answer-filtered")
     pool_size: int = knob(0, "problems in the synthetic pool D_syn (0: the largest grid size); set it "
                              "above the largest size you will ever run, and adding sizes later "
                              "reuses every finished stage", min=0)
-    model: str = knob("", "kind=model: Hugging Face model path/name of the teacher")
-    samples_per_problem: int = knob(4, "kind=model: attempts per problem to find a correct solution",
+    model: str = knob("", "kind=model: Hugging Face model path/name of the teacher; "
+                          "kind=openai: the model name the server knows")
+    samples_per_problem: int = knob(4, "kind=model/openai: attempts per problem to find a correct solution",
                                     min=1)
-    temperature: float = knob(0.7, "kind=model: sampling temperature", min=0.0)
-    max_new_tokens: int = knob(256, "kind=model: longest solution", min=1)
+    temperature: float = knob(0.7, "kind=model/openai: sampling temperature", min=0.0)
+    max_new_tokens: int = knob(256, "kind=model/openai: longest solution", min=1)
     chat_template: Literal["auto", "on", "off"] = knob(
         "auto", "kind=model: wrap each prompt in the teacher tokenizer's chat template (auto: when "
                 "it has one, as instruction-tuned teachers expect)")
     pilot_min_accuracy: float = knob(
-        0.0, "kind=model: the first chunk of problems is a pilot; stop before paying for the rest "
+        0.0, "kind=model/openai: the first chunk of problems is a pilot; stop before paying for the rest "
              "when its verified fraction is below this, or too low to fill the pool from "
              "task.n_train problems", min=0.0, max=1.0)
 
@@ -145,6 +147,25 @@ class GenerationConfig:
     stop: tuple[str, ...] = knob((), "extra stop strings (EOS always stops)")
     tensor_parallel_size: int = knob(1, "vllm: GPUs per engine", min=1)
     gpu_memory_utilization: float = knob(0.85, "vllm: fraction of GPU memory", min=0.05, max=1.0)
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """An OpenAI-compatible server (`vllm serve`, `transformers serve`, a hosted API) for
+    `teacher.kind: openai`. The key itself is never configured, logged or hashed: only the
+    name of the variable that holds it."""
+
+    base_url: str = knob("", "the server's API root, e.g. http://127.0.0.1:8000/v1")
+    endpoint: Literal["completions", "chat"] = knob(
+        "completions", "completions: the prompt as text; chat: the prompt as one user message "
+                       "(the server applies the model's chat template)")
+    api_key_env: str = knob("OPENAI_API_KEY", "name of the environment variable holding the API "
+                                              "key (a local server accepts any value)",
+                            nonempty=True)
+    max_concurrency: int = knob(8, "requests in flight at once", min=1)
+    max_retries: int = knob(8, "retries of a request answered 429, 408, 409 or 5xx, or timed "
+                               "out (exponential backoff, or the server's Retry-After)", min=0)
+    timeout_s: float = knob(120.0, "time bound for one request", min=1.0)
 
 
 @dataclass(frozen=True)
@@ -366,6 +387,7 @@ class Config:
     model: ModelConfig = knob(ModelConfig(), "base model")
     teacher: TeacherConfig = knob(TeacherConfig(), "who writes the synthetic data")
     generation: GenerationConfig = knob(GenerationConfig(), "generation backend")
+    openai: OpenAIConfig = knob(OpenAIConfig(), "OpenAI-compatible server (teacher.kind: openai)")
     train: TrainConfig = knob(TrainConfig(), "training hyper-parameters")
     eval: EvalConfig = knob(EvalConfig(), "evaluation")
     sampling: SamplingConfig = knob(SamplingConfig(), "self-generated samples from the SFT model")

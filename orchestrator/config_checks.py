@@ -62,8 +62,11 @@ def check_consistency(config: Config, where: Where) -> None:
     if config.teacher.kind == "oracle" and task.name != "arith":
         raise where.error("teacher.kind", f"the oracle teacher exists only for task 'arith'; "
                                           f"task {task.name!r} needs teacher.kind: model")
-    if config.teacher.kind == "model" and not config.teacher.model:
-        raise where.error("teacher.model", "teacher.kind is 'model' but no teacher.model is given")
+    if config.teacher.kind in ("model", "openai") and not config.teacher.model:
+        raise where.error("teacher.model", f"teacher.kind is {config.teacher.kind!r} but no "
+                                           "teacher.model is given")
+    if config.teacher.kind == "openai":
+        check_openai(config, where)
     if "sft_human" in config.grid.data_types and task.name == "arith":
         raise where.error("grid.data_types", "sft_human needs human-written solutions "
                                              "(task gsm8k or math), not arith")
@@ -75,6 +78,20 @@ def check_consistency(config: Config, where: Where) -> None:
         raise where.error("model.num_heads", f"must divide model.hidden_size "
                                              f"({config.model.hidden_size})")
     check_generation(config, where)
+
+
+def check_openai(config: Config, where: Where) -> None:
+    """An OpenAI-compatible teacher: a server to ask, and what the API accepts."""
+    base_url = config.openai.base_url
+    if not base_url.startswith(("http://", "https://")):
+        raise where.error("openai.base_url", "teacher.kind is 'openai': expected the server's "
+                                             f"http(s) URL, got {base_url!r}")
+    if "@" in base_url.split("//", 1)[1].split("/", 1)[0]:
+        raise where.error("openai.base_url", "credentials in the URL would be logged and hashed: "
+                                             "give the key through openai.api_key_env")
+    if len(config.generation.stop) > 4:
+        raise where.error("generation.stop", "the OpenAI API takes at most 4 stop strings, got "
+                                             f"{len(config.generation.stop)}")
 
 
 def generating_stages(config: Config) -> tuple[str, ...]:

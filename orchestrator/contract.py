@@ -12,6 +12,13 @@ This module must not import ray, mlflow, torch, the runner or planning.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+# `<store>/_responses/`: an API backend's per-request response cache. It sits beside the stage
+# folders, outside every attempt's temporary folder, so a stage that crashed or was killed
+# and runs again pays only for the requests its last attempt did not get answered.
+RESPONSES = "_responses"
+
 
 # Metadata of a field added to a stage's params after artifacts exist, whose default is
 # what the stage did before: `field(default=..., metadata={KEY_NEUTRAL: True})`. At its
@@ -62,3 +69,8 @@ class StageResult:
     train_tokens: int = 0         # tokens forwarded in training (per epoch x epochs)
     generated_tokens: int = 0     # tokens sampled from a model
     wall_seconds: float = 0.0     # of the execution that produced the artifact
+
+
+def response_cache_dir(out: Path) -> Path:
+    """The response cache of the store that `out` (`<store>/<stage>/<attempt>/`) belongs to."""
+    return Path(out).resolve().parent.parent / RESPONSES

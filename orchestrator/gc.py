@@ -7,7 +7,8 @@ which also names a variant), and in the stores those configs use, lists every ar
 folder no kept plan references, with its size. Nothing is deleted without `--delete`.
 
 A temporary folder of an attempt still running (its owner alive, see `store`) is never
-touched, nor is anything in the store outside its `<stage>/` folders.
+touched, nor is anything in the store outside its `<stage>/` folders: the response cache
+(`<store>/_responses/`) is kept; delete that folder to clear it.
 
 This module must not import ray or mlflow.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.config import Config, ConfigError, load_config
+from orchestrator.contract import RESPONSES
 from orchestrator.planning import expand_grid
 from orchestrator.store import ArtifactStore, attempt_is_dead, folder_bytes
 
@@ -66,7 +68,7 @@ def survey(root: Path, used: set[tuple[str, str]]) -> Garbage:
     verdict = Garbage(root)
     if not root.is_dir():
         return verdict
-    for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for stage_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != RESPONSES):
         for folder in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
             size = folder_bytes(folder)
             if folder.name.startswith(".tmp-") and not attempt_is_dead(folder):

@@ -6,7 +6,9 @@ a DONE beside a missing, truncated or edited file (manifest.json: bytes, and wit
 sha256), or a result.json / spec.json that does not parse or does not fit the stage's
 result type (written by another code version); a spec.json naming another key; a file or
 folder the store never writes (foreign); an unknown stage folder. Temporary folders and
-claims of running or dead attempts are reported as leftovers, not damage.
+claims of running or dead attempts are reported as leftovers, not damage. The response cache
+(`<store>/_responses/`, see backends/responses.py) is the store's own and not checked: its
+records are hashed by request, and a torn last line is skipped when read.
 
 Must not import ray or mlflow.
 """
@@ -19,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.contract import RESPONSES
 from orchestrator.stages import STAGES
 from orchestrator.store import DONE, MANIFEST, RESULT, SPEC, ArtifactStore, manifest
 
@@ -79,6 +82,8 @@ def verify_store(root: Path, deep: bool = True) -> tuple[int, list[Finding]]:
     """(finished folders checked, findings) for a whole store."""
     findings, checked = [], 0
     for entry in sorted(Path(root).iterdir()):
+        if entry.name == RESPONSES and entry.is_dir():
+            continue
         if entry.name not in STAGES or not entry.is_dir():
             findings.append(Finding(entry, "not a stage folder of this code (foreign)", True))
             continue

@@ -2,9 +2,10 @@
 
 `open_backend` builds the configured backend and closes it when the stage is
 done with it; `generate_and_grade` is the stages' common step: n completions
-per prompt, each graded against its problem's answer. vLLM is imported only
-when asked for: it is an optional GPU extra and cannot be installed on a CPU
-machine.
+per prompt, each graded against its problem's answer; `open_openai_backend`
+opens a model behind an OpenAI-compatible server (`openai_api.py`). vLLM and the
+openai client are imported only when asked for: they are optional extras (vLLM
+cannot be installed on a CPU machine).
 
 This package must not import ray, mlflow or the stages.
 """
@@ -14,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.backends.base import Completion, GenerationBackend, GenerationRequest
 
 if TYPE_CHECKING:
-    from orchestrator.config import GenerationConfig, ModelLoading
+    from orchestrator.backends.openai_api import OpenAIBackend
+    from orchestrator.config import GenerationConfig, ModelLoading, OpenAIConfig
     from orchestrator.tasks.grading import Grade
 
 
@@ -41,6 +44,19 @@ def open_backend(cfg: GenerationConfig, model_path: str,
                  model_cfg: ModelLoading) -> Iterator[GenerationBackend]:
     """The configured backend, closed (model and memory freed) when the block ends."""
     backend = make_backend(cfg, model_path, model_cfg)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+@contextmanager
+def open_openai_backend(settings: OpenAIConfig, model: str,
+                        cache_dir: Path | None) -> Iterator[OpenAIBackend]:
+    """A model behind an OpenAI-compatible server, its responses cached in `cache_dir`."""
+    from orchestrator.backends.openai_api import OpenAIBackend
+
+    backend = OpenAIBackend(settings, model, cache_dir)
     try:
         yield backend
     finally:
@@ -87,4 +103,4 @@ def generate_and_grade(backend: GenerationBackend, prompts: Sequence[str], answe
 
 
 __all__ = ["Completion", "GenerationBackend", "GenerationRequest", "Graded", "GradingRule",
-           "generate_and_grade", "make_backend", "open_backend"]
+           "generate_and_grade", "make_backend", "open_backend", "open_openai_backend"]

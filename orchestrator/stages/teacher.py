@@ -13,6 +13,12 @@ changes a smaller one. Records keep only answer-verified solutions.
   the pool from the problems there are, the stage stops before paying for the
   rest. An instruction-tuned teacher gets its chat template around each prompt
   (`teacher.chat_template`); the pool records keep the student's plain prompt.
+- `openai`: the same, with the teacher behind an OpenAI-compatible server
+  (section `openai`). Each response is cached in the store's `_responses/`
+  folder (not in this attempt's folder), so a killed stage run again pays only
+  for what is missing, and a recomputed one (another grid size) for nothing
+  already asked. The key is no part of the params: the stage's cache key has
+  the server, model, endpoint and sampling, never the API key.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import Config, GenerationConfig, ModelLoading, TeacherConfig
-from orchestrator.contract import Files, StageResult
+from orchestrator.config import Config, GenerationConfig, ModelLoading, OpenAIConfig, TeacherConfig
+from orchestrator.contract import Files, StageResult, response_cache_dir
 from orchestrator.records import write_rows
 from orchestrator.tasks import Problem, Task, TaskSource, format_prompt, make_task
 
@@ -48,12 +54,27 @@ class ModelTeacherParams:
     model: ModelLoading         # how the teacher model is loaded
 
 
-TeacherParams = OracleTeacherParams | ModelTeacherParams
+@dataclass(frozen=True)
+class OpenAITeacherParams:
+    """A teacher behind an OpenAI-compatible server: no local loading or batching knob."""
+
+    task: TaskSource
+    n_train: int
+    teacher: TeacherConfig
+    n_max: int
+    openai: OpenAIConfig        # server, endpoint, the key's variable name (never the key)
+    stop: tuple[str, ...]       # generation.stop
+
+
+TeacherParams = OracleTeacherParams | ModelTeacherParams | OpenAITeacherParams
 
 
 def from_config(config: Config) -> TeacherParams:
     if config.teacher.kind == "oracle":
         return OracleTeacherParams(config.task.source, config.pool_size)
+    if config.teacher.kind == "openai":
+        return OpenAITeacherParams(config.task.source, config.task.n_train, config.teacher,
+                                   config.pool_size, config.openai, config.generation.stop)
     return ModelTeacherParams(config.task.source, config.task.n_train, config.teacher,
                               config.pool_size, config.generation, config.model.loading)
 
@@ -65,6 +86,8 @@ class TeacherResult(StageResult):
     problems_tried: int
     teacher_accuracy: float     # fraction of tried problems with a kept solution
     pilot_accuracy: float = float("nan")   # the same over the first chunk (model teachers)
+    requests: int = 0           # openai: requests the server answered in this attempt
+    cached_responses: int = 0   # openai: responses taken from the store's response cache
 
 
 def record(problem: Problem, template: str, completion: str) -> dict:
@@ -77,10 +100,13 @@ def run(params: TeacherParams, inputs: dict[str, Path], out: Path) -> TeacherRes
         task = make_task(params.task, n_train=params.n_max, n_test=0)
         rows = [record(p, task.prompt_template, p.solution) for p in task.split("train")]
         tried, tokens, kind, pilot = len(rows), 0, "oracle", float("nan")
+        calls = {}
     else:
         task = make_task(params.task, n_train=params.n_train, n_test=0)
-        rows, tried, tokens, pilot = _model_teacher(params, task)
-        kind = "model"
+        with _open_teacher(params, out) as backend:
+            rows, tried, tokens, pilot = _model_teacher(params, task, backend)
+        kind = "openai" if isinstance(params, OpenAITeacherParams) else "model"
+        calls = _api_counts(backend)
     if len(rows) < params.n_max:
         raise RuntimeError(
             f"teacher_generate: the teacher solved only {len(rows)} of {tried} training problems, "
@@ -88,48 +114,58 @@ def run(params: TeacherParams, inputs: dict[str, Path], out: Path) -> TeacherRes
             "teacher.samples_per_problem, or lower grid.sizes")
     write_rows(out / Files.DATA, rows)
     return TeacherResult(kind, len(rows), tried, len(rows) / max(tried, 1), pilot,
-                         generated_tokens=tokens)
+                         generated_tokens=tokens, **calls)
 
 
-def _model_teacher(params: ModelTeacherParams, task: Task) -> tuple[list[dict], int, int, float]:
+def _open_teacher(params: ModelTeacherParams | OpenAITeacherParams, out: Path):
+    from orchestrator.backends import open_backend, open_openai_backend
+
+    if isinstance(params, OpenAITeacherParams):
+        return open_openai_backend(params.openai, params.teacher.model, response_cache_dir(out))
+    return open_backend(params.generation, params.teacher.model, params.model)
+
+
+def _api_counts(backend) -> dict[str, int]:
+    cache = getattr(backend, "cache", None)
+    if cache is None:
+        return {}
+    return {"requests": backend.requests, "cached_responses": cache.hits}
+
+
+def _model_teacher(params: ModelTeacherParams | OpenAITeacherParams, task: Task,
+                   backend) -> tuple[list[dict], int, int, float]:
     """(pool rows, problems tried, generated tokens, the pilot's verified fraction)."""
-    from orchestrator.backends import (
-        GenerationRequest,
-        GradingRule,
-        generate_and_grade,
-        open_backend,
-    )
+    from orchestrator.backends import GenerationRequest, GradingRule, generate_and_grade
 
     teacher = params.teacher
     problems = task.split("train")
     as_prompt = _prompt_format(params, task)
+    stop = params.stop if isinstance(params, OpenAITeacherParams) else params.generation.stop
     rows, tried, tokens, pilot = [], 0, 0, float("nan")
-    with open_backend(params.generation, teacher.model, params.model) as backend:
-        for chunk_start in range(0, len(problems), CHUNK):
-            chunk = problems[chunk_start:chunk_start + CHUNK]
-            request = GenerationRequest(n=teacher.samples_per_problem,
-                                        temperature=teacher.temperature,
-                                        max_new_tokens=teacher.max_new_tokens,
-                                        stop=params.generation.stop, seed=chunk_start)
-            graded = generate_and_grade(backend, [as_prompt(p) for p in chunk],
-                                        [p.answer for p in chunk], request,
-                                        GradingRule(params.task.name))
-            tokens += sum(g.completion.num_tokens for attempts in graded for g in attempts)
-            for problem, attempts in zip(chunk, graded, strict=True):
-                tried += 1
-                kept = next((g.text for g in attempts if g.correct), None)
-                if kept is not None:
-                    rows.append(record(problem, task.prompt_template, kept))
-                if len(rows) == params.n_max:
-                    return rows, tried, tokens, len(rows) / tried if chunk_start == 0 else pilot
-            if chunk_start == 0:
-                pilot = len(rows) / len(chunk)
-                check_pilot(pilot, len(chunk), len(problems), params)
+    for chunk_start in range(0, len(problems), CHUNK):
+        chunk = problems[chunk_start:chunk_start + CHUNK]
+        request = GenerationRequest(n=teacher.samples_per_problem, temperature=teacher.temperature,
+                                    max_new_tokens=teacher.max_new_tokens, stop=stop,
+                                    seed=chunk_start)
+        graded = generate_and_grade(backend, [as_prompt(p) for p in chunk],
+                                    [p.answer for p in chunk], request,
+                                    GradingRule(params.task.name))
+        tokens += sum(g.completion.num_tokens for attempts in graded for g in attempts)
+        for problem, attempts in zip(chunk, graded, strict=True):
+            tried += 1
+            kept = next((g.text for g in attempts if g.correct), None)
+            if kept is not None:
+                rows.append(record(problem, task.prompt_template, kept))
+            if len(rows) == params.n_max:
+                return rows, tried, tokens, len(rows) / tried if chunk_start == 0 else pilot
+        if chunk_start == 0:
+            pilot = len(rows) / len(chunk)
+            check_pilot(pilot, len(chunk), len(problems), params)
     return rows, tried, tokens, pilot
 
 
 def check_pilot(accuracy: float, pilot_size: int, available: int,
-                params: ModelTeacherParams) -> None:
+                params: ModelTeacherParams | OpenAITeacherParams) -> None:
     """Stop after the pilot chunk when the full pool cannot be, or should not be, paid for."""
     expected = accuracy * available
     where = f"teacher pilot: {accuracy:.1%} of the first {pilot_size} problems verified"
@@ -143,14 +179,15 @@ def check_pilot(accuracy: float, pilot_size: int, available: int,
                            "raise task.n_train or teacher.samples_per_problem, or lower grid.sizes")
 
 
-def _prompt_format(params: ModelTeacherParams, task: Task):
+def _prompt_format(params: ModelTeacherParams | OpenAITeacherParams, task: Task):
     """How a problem becomes the teacher's input: the task's prompt, wrapped in the teacher
-    tokenizer's chat template when it has one (teacher.chat_template)."""
+    tokenizer's chat template when it has one (teacher.chat_template). A server applies its
+    own template (openai.endpoint: chat), so an openai teacher gets the plain prompt."""
     def plain(problem: Problem) -> str:
         return format_prompt(task.prompt_template, problem.question)
 
     mode = params.teacher.chat_template
-    if mode == "off":
+    if mode == "off" or isinstance(params, OpenAITeacherParams):
         return plain
     from orchestrator.modeling import load_tokenizer
 

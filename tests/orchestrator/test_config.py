@@ -150,3 +150,28 @@ def test_gpu_configs_fit_an_eight_gpu_node(path):
         assert res.num_gpus > 0, group
         per_node = 8 / res.num_gpus
         assert res.num_cpus * per_node <= 96 and res.memory_gb * per_node <= 640, group
+
+
+OPENAI_TEACHER = "teacher: {kind: openai, model: m}\nopenai: {base_url: 'http://127.0.0.1:8000/v1'}\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("teacher: {kind: openai}\n", "teacher.model: teacher.kind is 'openai' but no teacher.model"),
+    ("teacher: {kind: openai, model: m}\n", "openai.base_url: teacher.kind is 'openai': expected "
+                                           "the server's http(s) URL, got ''"),
+    (OPENAI_TEACHER.replace("http://", "http://me:sk-123@"), "openai.base_url: credentials in the "
+                                                             "URL would be logged"),
+    (OPENAI_TEACHER + "generation: {stop: [a, b, c, d, e]}\n", "generation.stop: the OpenAI API "
+                                                              "takes at most 4 stop strings"),
+    (OPENAI_TEACHER.replace("}\nopenai: {", "}\nopenai: {endpoint: responses, "),
+     "openai.endpoint"),
+])
+def test_an_openai_teacher_is_checked_at_load(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        load_config(write(tmp_path, text))
+    assert "sk-123" not in str(info.value)
+
+
+def test_an_openai_teacher_loads(tmp_path):
+    config = load_config(write(tmp_path, OPENAI_TEACHER))
+    assert (config.openai.endpoint, config.openai.api_key_env) == ("completions", "OPENAI_API_KEY")

@@ -196,3 +196,24 @@ def test_a_knob_added_later_moves_keys_only_off_its_default():
                        "evaluate/dpo_per_step", "evaluate/dpo_nll_only"}
     spec = next(s for s in plan_for(grid__data_types=rows).specs if s.stage == "step_pairs")
     assert "rejected" not in key_data(spec.params) and spec.params.rejected == "to_end"
+
+
+def test_an_openai_teachers_key_has_server_model_endpoint_and_sampling_never_the_key(monkeypatch):
+    """A model teacher's key is what it was before the openai section existed (that section
+    is not in its params); an openai teacher's key moves with what decides its answers."""
+    def pool_key(**changes):
+        return next(s.key for s in plan_for(**changes).specs if s.stage == "teacher_generate")
+
+    api = {"teacher__kind": "openai", "teacher__model": "m",
+           "openai__base_url": "http://127.0.0.1:8000/v1"}
+    assert pool_key(teacher__kind="model", teacher__model="m") == pool_key(
+        teacher__kind="model", teacher__model="m", openai__base_url="http://elsewhere/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "one")
+    key = pool_key(**api)
+    monkeypatch.setenv("OPENAI_API_KEY", "another")
+    assert pool_key(**api) == key
+    moved = [pool_key(**{**api, **change}) for change in (
+        {"openai__base_url": "http://elsewhere/v1"}, {"teacher__model": "n"},
+        {"openai__endpoint": "chat"}, {"teacher__temperature": 0.5},
+        {"teacher__max_new_tokens": 64}, {"generation__stop": ["\n\n"]})]
+    assert len({key, *moved}) == 7
