@@ -142,9 +142,9 @@ def _wait_until_healthy(proc, url: str, log: Path) -> None:
 
 
 class Proxy:
-    """Forwards POSTs to the server and counts them; answers 429 to the next `storm`
-    requests (Retry-After 0.05 s) or `refuse` with a 401 whose body quotes the key, as
-    some APIs do."""
+    """Forwards POSTs to the server and counts them; answers `storm_status` (429 with
+    Retry-After 0.05 s, or a 5xx) to the next `storm` requests, or `refuse`s with a 401
+    whose body quotes the key, as some APIs do."""
 
     def __init__(self, upstream: str):
         self.upstream, self.lock = upstream, threading.Lock()
@@ -175,9 +175,10 @@ class Proxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def reset(self, storm: int = 0, refuse: bool = False) -> None:
+    def reset(self, storm: int = 0, storm_status: int = 429, refuse: bool = False) -> None:
         with self.lock:
             self.forwarded, self.throttled, self.storm, self.refuse = 0, 0, storm, refuse
+            self.storm_status = storm_status
             self.paths, self.keys, self.in_flight = [], set(), 0
 
     def answer(self, path: str, body: bytes, authorization: str):
@@ -189,7 +190,8 @@ class Proxy:
             if self.storm:
                 self.storm -= 1
                 self.throttled += 1
-                return 429, b'{"error": {"message": "slow down"}}', {"retry-after": "0.05"}
+                headers = {"retry-after": "0.05"} if self.storm_status == 429 else {}
+                return self.storm_status, b'{"error": {"message": "not now"}}', headers
             self.in_flight += 1
         request = urllib.request.Request(self.upstream + path, body,
                                          {"content-type": "application/json"})
@@ -308,11 +310,15 @@ def test_a_killed_stage_pays_again_only_for_what_is_missing(tmp_path, proxy, ser
     assert len(read_rows(Path(outcome.artifact_dir) / "data.jsonl")) == POOL
 
 
-def test_a_429_storm_is_survived_on_the_chat_endpoint(tmp_path, proxy, served_model):
-    raw = teacher_config(proxy.url, served_model[1], endpoint="chat", max_retries=10)
-    proxy.reset(storm=12)
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_storm_of_429_or_503_is_survived_on_the_chat_endpoint(tmp_path, proxy, served_model,
+                                                                 status):
+    """12 answers 429 (Retry-After 0.05 s) or 503 (the client's backoff from 0.5 s) before
+    any request reaches the server: even all 12 on one request are within max_retries."""
+    raw = teacher_config(proxy.url, served_model[1], endpoint="chat", max_retries=12)
+    proxy.reset(storm=12, storm_status=status)
     outcome = run_cached(ArtifactStore(tmp_path / "store"), teacher_spec(raw), {})
-    print(f"{proxy.throttled} answers 429, then {proxy.forwarded} forwarded")
+    print(f"{proxy.throttled} answers {status}, then {proxy.forwarded} forwarded")
     assert proxy.throttled == 12 and proxy.storm == 0
     assert proxy.forwarded == N_TRAIN * SAMPLES and set(proxy.paths) == {"/v1/chat/completions"}
     assert outcome.result.pool_size == POOL
