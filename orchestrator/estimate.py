@@ -122,6 +122,9 @@ class Prediction:
         return self.basis == "lower bound"
 
 
+MAX_FACTOR = 1e6     # the widest prediction interval, as a factor either way
+
+
 @dataclass(frozen=True)
 class KindFit:
     """seconds = overhead + per_token x tokens; tokens = units x tokens_per_unit."""
@@ -142,9 +145,13 @@ class KindFit:
         m = len(self.log_x)
         mean = sum(self.log_x) / m
         sxx = sum((v - mean) ** 2 for v in self.log_x)
-        leverage = 1 / m + ((math.log(x) - mean) ** 2 / sxx if sxx > 0 else 0.0)
+        far = (math.log(x) - mean) ** 2 / sxx if sxx > 0 and x > 0 else 0.0
+        leverage = 1 / m + far
         t = t_quantile(self.dof)
-        factor = math.exp(t * self.log_spread * math.sqrt(1 + leverage))
+        # Far outside the fitted range, or fitted on two points, the interval is
+        # uninformative: capped at a factor MAX_FACTOR rather than overflowing exp.
+        factor = math.exp(min(t * self.log_spread * math.sqrt(1 + leverage),
+                              math.log(MAX_FACTOR)))
         tokens = x if self.tokens_per_unit > 0 else 0.0
         return Prediction(seconds, seconds / factor, seconds * factor, tokens, basis, m)
 

@@ -43,6 +43,15 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _predicted(estimator: Estimator, spec: StageSpec):
+    """The estimator's prediction, or None where it cannot make one: an ETA is a display
+    and must never stop a sweep (an overflow in a fit once did)."""
+    try:
+        return estimator.predict_spec(spec)
+    except (ArithmeticError, ValueError):
+        return None
+
+
 class Progress:
     def __init__(self, plan: Plan, parallelism: int, stream=None,
                  estimator: Estimator | None = None):
@@ -60,7 +69,7 @@ class Progress:
         self._last_status = time.monotonic()
         # Predictions from what the store measured before this sweep, fixed at its start;
         # the stages done here give their actual / predicted ratio and their own fits.
-        self.prior = {s.key: estimator.predict_spec(s) for s in plan.specs} if estimator else {}
+        self.prior = {s.key: _predicted(estimator, s) for s in plan.specs} if estimator else {}
         self.live = Estimator()
         self.speed: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # kind: actual, predicted
 
@@ -174,7 +183,7 @@ class Progress:
         kind = kind_of(spec.stage, spec.id)
         if before is not None and before.basis == "fit":
             return before.seconds * self._speed(kind)
-        here = self.live.predict_spec(spec) if self.live.observations else None
+        here = _predicted(self.live, spec) if self.live.observations else None
         if here is not None and here.basis == "fit":
             return here.seconds
         if before is not None and not before.lower_bound:

@@ -115,3 +115,17 @@ def test_plan_estimate_command(finished_store, capsys):
     new = len(finished_store.plan.specs) - 2           # all but the base model and the pool
     assert f"sweep: {len(finished_store.plan.specs)} cached, {new} new" in out
     assert "$" in out and "rft_self" in out
+
+
+def test_a_prediction_far_outside_the_fit_is_wide_but_never_overflows():
+    """Two nearly equal fitted points and a wide spread: the t x spread x leverage exponent
+    overflowed exp and the OverflowError ended a sweep through its progress line."""
+    import math
+
+    from orchestrator.estimate import MAX_FACTOR, KindFit
+
+    fit = KindFit(overhead=1.0, per_token=0.01, tokens_per_unit=100.0, log_spread=2.0, dof=1,
+                  log_x=(5.0, 5.0001))
+    far = fit.predict(1e12, "fit")
+    assert math.isfinite(far.high) and far.high / far.seconds == pytest.approx(MAX_FACTOR)
+    assert fit.predict(0.0, "fit").seconds == 1.0          # no work: no log(0)
