@@ -23,6 +23,7 @@ from orchestrator.compose import differences
 from orchestrator.config import Config, config_dict
 from orchestrator.config_schema import ConfigError
 from orchestrator.contract import Files
+from orchestrator.credit_check import pit_check_metrics, pit_check_table
 from orchestrator.errors import one_line
 from orchestrator.estimate import Estimator
 from orchestrator.files import write_atomically
@@ -51,7 +52,7 @@ from orchestrator.store import DONE, ArtifactStore, Outcome, folder_bytes, free_
 from orchestrator.verify import check_cached
 
 STAGE_ARTIFACTS = {"evaluate": [Files.PREDICTIONS]}   # files logged with a stage's MLflow run
-FIT_TABLES = ("fits", "multipliers")   # analysis CSVs logged as MLflow tables on the sweep's run
+FIT_TABLES = ("fits", "multipliers", "paired")   # analysis CSVs logged as MLflow tables
 
 
 @dataclass
@@ -319,6 +320,7 @@ def _sweep(config: Config, stream, at_end: ExitStack) -> SweepSummary:
                                report.failed, report.skipped, report.cancelled,
                                events.tracking_errors, events.retried)
         summary.first_failure = events.first_failure
+        check_credit(config, plan, report.outcomes, tracker, events)
         if config.analysis.enabled:
             summary.analysis_files, summary.analysis_text = analyse(config, results_csv, tracker,
                                                                     events)
@@ -412,6 +414,26 @@ def analyse(config: Config, results_csv: Path, tracker, events: SweepEvents) -> 
         except Exception as exc:  # noqa: BLE001 - the fit is on disk either way
             events.tracking_errors.append(one_line(exc))
     return report.files, report.text()
+
+
+def check_credit(config: Config, plan: Plan, outcomes: dict[str, Outcome], tracker,
+                 events: SweepEvents) -> Path | None:
+    """The per-step rows' pits against the task's first wrong lines (credit_check):
+    pit_check.csv, and on the sweep's run a table and pit_precision_k<k> / pit_recall_k<k>
+    against n (MLflow's step), so the rollouts are checked before the 8x is trusted."""
+    table = pit_check_table(config, plan, outcomes)
+    if table is None:
+        return None
+    path = config.output_dir / "pit_check.csv"
+    write_atomic_csv(table, path)
+    if not events.tracking_errors:
+        try:
+            tracker.log_sweep_tables({"pit_check": path})
+            for n, metrics in pit_check_metrics(table).items():
+                tracker.log_sweep_metrics(metrics, step=n)
+        except Exception as exc:  # noqa: BLE001 - the table is on disk either way
+            events.tracking_errors.append(one_line(exc))
+    return path
 
 
 def _end_tracking(tracker, events: SweepEvents, status: str) -> None:

@@ -189,11 +189,12 @@ class Tracker:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status=status)
 
-    def log_sweep_metrics(self, metrics: dict[str, float]) -> None:
+    def log_sweep_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """On the sweep's run; `step` lets a metric be a curve (e.g. against n)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()]
+        items = [Metric(k, v, now, step) for k, v in numeric_metrics(metrics).items()]
         self.client.log_batch(self.parent_id, metrics=items)
 
     def log_sweep_files(self, paths: list[Path], artifact_path: str | None = None) -> None:

@@ -94,7 +94,16 @@ def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
     tables = {a.path for a in client.list_artifacts(sweeps[0].info.run_id, "tables")}
     assert {"tables/results.json", "tables/fits.json", "tables/multipliers.json"} <= tables
     dpo = [r for r in stages if r.data.tags["stage"] == "dpo"]
-    assert {r.data.tags["data_type"] for r in dpo} == {"dpo_negative", "dpo_per_step"}
+    assert {r.data.tags["data_type"] for r in dpo} == {"dpo_negative", "dpo_per_step",
+                                                       "dpo_nll_only"}
+    # issue 11: the per-step pits checked against the oracle's first wrong lines
+    pit_check = pd.read_csv(out / "pit_check.csv")
+    assert sorted(set(zip(pit_check.n, pit_check.seed, pit_check.k, strict=True))) == [
+        (n, s, k) for n in (100, 200) for s in (0, 1) for k in (1, 2)]
+    assert pit_check.precision.between(0, 1).all() and (pit_check.negatives > 0).all()
+    assert "tables/pit_check.json" in tables and "tables/paired.json" in tables
+    history = client.get_metric_history(sweeps[0].info.run_id, "pit_precision_k2")
+    assert sorted(m.step for m in history) == [100, 200]
     assert all(r.data.params["dpo.beta"] == "0.1" and r.data.metrics["examples"] > 0 for r in dpo)
     rollouts = [r for r in stages if r.data.tags["stage"] == "rollouts"]
     assert all(r.data.params["rollouts"] == "2" and r.data.metrics["generated_tokens"] > 0
