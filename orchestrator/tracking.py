@@ -42,7 +42,7 @@ from orchestrator.planning import StageSpec
 from orchestrator.processes import owner_is_gone, owner_tag
 from orchestrator.provenance import code_version, git_commit, library_versions
 from orchestrator.stages import STAGES
-from orchestrator.store import Outcome
+from orchestrator.store import SPEC, Outcome
 
 # MLflow rejects longer param values (mlflow.utils.validation, 6000 in 3.x);
 # keep well inside so a long prompt template never fails a sweep.
@@ -212,7 +212,8 @@ class Tracker:
                 "node": outcome.node, "cached": str(outcome.cached).lower(),
                 "pid": str(outcome.pid), "cuda_visible_devices": outcome.devices,
                 "artifact_dir": outcome.artifact_dir, "mlflow.parentRunId": self.parent_id,
-                "logged_by": owner_tag(), "logged_at": f"{time.time():.0f}", **spec.tag_dict}
+                "logged_by": owner_tag(), "logged_at": f"{time.time():.0f}", **spec.tag_dict,
+                **provenance_tags(outcome.artifact_dir)}
         run = self.client.create_run(self.experiment_id, start_time=_millis(outcome.started_at),
                                      tags=tags, run_name=spec.id)
         run_id = run.info.run_id
@@ -368,6 +369,21 @@ def sweep_tags(config: dict[str, Any]) -> dict[str, str]:
     description = str(config.get("experiment", {}).get("description") or "")
     if description:
         tags["mlflow.note.content"] = description
+    return tags
+
+
+def provenance_tags(artifact_dir: str) -> dict[str, str]:
+    """What produced a stage's artifact, from its spec.json (written where it ran; a cached
+    stage keeps its producer's): library versions, the code version, the git commit."""
+    try:
+        recorded = json.loads((Path(artifact_dir) / SPEC).read_text()).get("provenance") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    tags = {f"versions.{name}": str(v) for name, v in (recorded.get("libraries") or {}).items()}
+    if recorded.get("synthscale"):
+        tags["synthscale.version"] = str(recorded["synthscale"])
+    if recorded.get("git_commit"):
+        tags["mlflow.source.git.commit"] = str(recorded["git_commit"])
     return tags
 
 

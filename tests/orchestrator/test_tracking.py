@@ -176,3 +176,25 @@ def test_another_hosts_run_of_an_old_cached_stage_is_not_taken_for_abandoned(tmp
         "logged_by": "gpu-node-7:1234", "logged_at": f"{time.time():.0f}"}).info.run_id
     Tracker(uri, "exp", tmp_path / "artifacts")
     assert tracker.client.get_run(being_logged).info.lifecycle_stage == "active"
+
+
+def test_a_stage_run_names_the_versions_that_produced_its_artifact(tmp_path):
+    """A cached stage logged by a later sweep carries its producer's library versions and
+    commit (spec.json's provenance), not the logging process's."""
+    import json
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10]}, "task": {"n_train": 100}}))
+    spec = plan.specs[1]
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    (folder / "spec.json").write_text(json.dumps({"stage": spec.stage, "provenance": {
+        "synthscale": "0.1.0", "libraries": {"torch": "2.11.0", "trl": "1.15.0"},
+        "git_commit": "abc123"}}))
+    outcome = Outcome(spec.key, spec.stage, str(folder), {"wall_seconds": 1.5}, True, "node", 0.0)
+    tracker = Tracker(uri, "exp", tmp_path / "artifacts")
+    tracker.start_sweep("sweep-1", "exp", {}, "plan")
+    run_id = tracker.log_stage(spec, outcome, {}, [])
+    tags = tracker.client.get_run(run_id).data.tags
+    assert tags["versions.torch"] == "2.11.0" and tags["versions.trl"] == "1.15.0"
+    assert tags["mlflow.source.git.commit"] == "abc123" and tags["synthscale.version"] == "0.1.0"
