@@ -60,7 +60,7 @@ class SweepSummary:
     results_csv: Path
     per_problem_csv: Path
     tracking_uri: str
-    failed: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)      # stage id -> one-line error
     skipped: dict[str, str] = field(default_factory=dict)
     cancelled: dict[str, str] = field(default_factory=dict)   # key -> the failure (--fail-fast)
     tracking_errors: list[str] = field(default_factory=list)
@@ -316,8 +316,9 @@ def _sweep(config: Config, stream, at_end: ExitStack) -> SweepSummary:
     try:
         results_csv, per_problem_csv = write_tables(config, plan, report.outcomes)
         stream.write(progress.summary() + "\n")
+        failed = {plan.get(key).id: error for key, error in report.failed.items()}
         summary = SweepSummary(results_csv, per_problem_csv, config.tracking_uri_shown,
-                               report.failed, report.skipped, report.cancelled,
+                               failed, report.skipped, report.cancelled,
                                events.tracking_errors, events.retried)
         summary.first_failure = events.first_failure
         check_credit(config, plan, report.outcomes, tracker, events)
@@ -467,8 +468,8 @@ def print_report(summary: SweepSummary, config: Config, stream=None) -> None:
     if summary.analysis_files:
         stream.write(f"analysis:    {summary.analysis_files[0].parent}/ "
                      f"({', '.join(p.name for p in summary.analysis_files)})\n")
-    for key, error in summary.failed.items():
-        stream.write(f"FAILED stage {key[:12]}: {error}\n")
+    for stage_id, error in summary.failed.items():
+        stream.write(f"FAILED {stage_id}: {error}\n")
     if summary.skipped:
         stream.write(f"{len(summary.skipped)} stages skipped because an upstream stage failed\n")
     if summary.cancelled:

@@ -51,8 +51,9 @@ def sweep(out: Path, *flags: str, blocked: bool = True, timeout: float = 240):
 
 
 def failure_reason(stdout: str) -> str:
+    """The one-line reason, as the progress line and the final report both give it."""
     found = re.findall(rf"FAILED {re.escape(FAILING)}: (.+)", stdout)
-    assert len(found) == 1, stdout[-3000:]
+    assert len(found) == 2 and found[0] == found[1], stdout[-3000:]
     return found[0]
 
 
