@@ -1,6 +1,6 @@
 """`synthscale` (also `python -m orchestrator`): the command line.
 
-Subcommands: sweep, plan, show, grade, ui, gc, verify, config-docs, and the analysis
+Subcommands: sweep, plan, power, show, grade, ui, gc, verify, config-docs, and the analysis
 package's fit and fit-2d (dispatched from here, so that `analysis/` keeps
 importing nothing from the orchestrator and `python -m analysis` keeps working).
 Exit codes: 0 success, 1 a failed run (a stage raised, tracking broke),
@@ -30,6 +30,12 @@ ANALYSIS_COMMANDS = {
     "fit-2d": "fit the 2-D law L(N, D) = E + A/N^alpha + B/D^beta (same as "
               "python -m analysis fit-2d)",
 }
+
+
+POWER_HELP = ("can this grid tell k = 2 from k = 1, or an error difference d from 0, at the CI "
+              "level? By simulated sweeps from a pilot's seed spread and baseline curve, "
+              "through the analysis's own bootstrap: the smallest detectable k and d per size "
+              "and data type")
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +78,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     plan.add_argument("--price-per-device-hour", type=float, metavar="X",
                       help="with --estimate: also give money, X per device-hour (GPU, or CPU "
                            "for a CPU-only stage)")
+    # Listed here for `--help`; main() builds its parser (which imports analysis) on demand.
+    _command(sub, "power", POWER_HELP, add_help=False).add_argument("rest",
+                                                                    nargs=argparse.REMAINDER)
     grade = _command(sub, "grade", "grade a JSONL of completions (fields: completion, answer)")
     grade.add_argument("file", help="JSONL, one completion per line, with its reference answer")
     grade.add_argument("--task", default="gsm8k", choices=["gsm8k", "math", "arith"],
@@ -112,6 +121,32 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         # Listed here for `--help`; main() hands these to run_analysis before parsing.
         _command(sub, name, help_, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def power_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"{prog} power", description=POWER_HELP)
+    _config_args(parser)
+    parser.add_argument("--pilot", required=True, metavar="RESULTS.csv",
+                        help="a pilot sweep's results.csv (two seeds or more per cell give the "
+                             "seed spread; the baseline's sizes give its curve)")
+    parser.add_argument("--per-problem", metavar="PER_PROBLEM.csv",
+                        help="the pilot's per_problem.csv: its test-set size when the results "
+                             "have no n_test column")
+    for name in ("sims", "n_boot", "target", "seed", "seed_sd"):
+        _power_option(parser, name)
+    return parser
+
+
+def _power_option(parser: argparse.ArgumentParser, name: str) -> None:
+    """A flag of analysis.power.PowerOptions, its default and help from the dataclass."""
+    import dataclasses
+
+    from analysis.power import PowerOptions
+
+    spec = {f.name: f for f in dataclasses.fields(PowerOptions)}[name]
+    kind = {"sims": int, "n_boot": int, "seed": int}.get(name, float)
+    parser.add_argument("--" + name.replace("_", "-"), type=kind, default=spec.default,
+                        help=f"{spec.metadata['help']} (default {spec.default})")
 
 
 def run_analysis(argv: list[str], prog: str = PROG) -> int:
@@ -232,6 +267,31 @@ def _estimate(config, stores: list[str], price: float | None) -> str:
     return describe_estimate(estimate, [str(r) for r in roots], price)
 
 
+def cmd_power(args) -> int:
+    from analysis import InputError, load_per_problem, load_results
+    from analysis.power import Grid, PowerOptions, describe_power, power_table
+
+    config = load_config(args.config, args.overrides)
+    options = PowerOptions(sims=args.sims, n_boot=args.n_boot, level=config.analysis.level,
+                           target=args.target, seed=args.seed, seed_sd=args.seed_sd)
+    grid = Grid(tuple(config.grid.sizes), len(config.grid.seeds), config.task.n_test,
+                tuple(config.grid.data_types), config.analysis.baseline)
+    try:
+        pilot = load_results(args.pilot)
+        if "n_test" in pilot:
+            pilot_n_test = float(pilot["n_test"].median())
+        elif args.per_problem:
+            pilot_n_test = float(load_per_problem(args.per_problem)["problem_id"].nunique())
+        else:
+            raise InputError(f"{args.pilot}: no n_test column; give --per-problem")
+        table, warnings = power_table(pilot, grid, pilot_n_test, options)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(describe_power(table, grid, options, warnings))
+    return EXIT_OK
+
+
 def cmd_grade(args) -> int:
     from orchestrator.processes import exit_code, exit_on_signals
     from orchestrator.tasks.grading import grade_jsonl, stop_helper
@@ -319,6 +379,13 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ANALYSIS_COMMANDS:
         return run_analysis(argv, prog)
+    if argv and argv[0] == "power":
+        try:
+            # Overrides may follow the flags (make power ... ARGS='grid.seeds=[0,1,2]').
+            return cmd_power(power_parser(prog).parse_intermixed_args(argv[1:]))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     args = build_parser(prog).parse_args(argv)
     # MLflow's INFO lines (database migrations) would drown the progress display.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
