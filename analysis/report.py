@@ -5,6 +5,7 @@ in, a FitReport out. `run_fit(results_csv, out_dir, options)` is what the CLI an
 the sweep call: it reads the results (and per_problem.csv beside them), runs
 `analyze`, and writes fits.csv, multipliers.csv, multipliers_at_error.csv,
 paired.csv (analysis.paired: each row minus the baseline, seed by seed, no fit),
+backtest.csv (analysis.backtest: each group's largest n predicted from the smaller ones),
 curves.png, multipliers.png, paired.png, one fits_<cost>.csv / curves_<cost>.png per cost
 column, and report.txt; `FitReport.files` lists them for the caller to log (this
 package never imports mlflow, ray or torch).
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.backtest import backtest
 from analysis.bootstrap import Bootstrap, bootstrap_fit
 from analysis.chinchilla import Fit2D, bootstrap_chinchilla, drop_highest_loss, fit_chinchilla
 from analysis.efficiency import (
@@ -56,6 +58,7 @@ FIT_COLUMNS = ["group", "E", "A", "alpha", "E_lo", "E_hi", "A_lo", "A_hi", "alph
                "axis", "bootstrap", "n_boot", "level"]
 # Frozen, so one shared default is safe (ruff's B008 cannot see that across modules).
 FIT_DEFAULTS, FIT_2D_DEFAULTS = FitOptions(), Fit2DOptions()
+BACKTEST_BOOT = 400   # resamples of the held-out prediction's band (a second bootstrap per group)
 
 
 @dataclass(kw_only=True)
@@ -79,6 +82,7 @@ class FitReport:
     multipliers: pd.DataFrame            # multipliers.csv: k at each observed size
     multipliers_at_error: pd.DataFrame   # multipliers_at_error.csv: k at error levels
     paired: pd.DataFrame                 # paired.csv: err - the baseline's, seed by seed, per n
+    backtest: pd.DataFrame               # backtest.csv: the largest n predicted from the rest
     warnings: list[str]
     files: list[Path] = field(default_factory=list)  # filled by write_report
 
@@ -107,6 +111,8 @@ class FitReport:
             for row in last.itertuples(index=False):
                 for name in ("diff", "diff_lo", "diff_hi"):
                     out[f"{row.group}.paired_{name}_at_max_n"] = float(getattr(row, name))
+        for row in self.backtest.itertuples(index=False):
+            out[f"{row.group}.backtest_rel_error"] = float(row.rel_error)
         return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
@@ -216,10 +222,14 @@ def analyze(frame: pd.DataFrame, options: FitOptions = FIT_DEFAULTS, *,
     at_sizes, at_errors, w_mult = _multipliers(against_n, baseline)
     paired, w_paired = paired_differences(frame, baseline, per_problem, n_boot=options.n_boot,
                                           level=options.level, seed=options.seed)
+    held_out, w_back = backtest(frame, per_problem, form=options.form, delta=options.delta,
+                                n_boot=min(options.n_boot, BACKTEST_BOOT), level=options.level,
+                                seed=options.seed)
     against_compute, w_cost = _compute_axes(frame, per_problem, options)
     return FitReport(options=options, against_n=against_n, against_compute=against_compute,
                      multipliers=at_sizes, multipliers_at_error=at_errors, paired=paired,
-                     warnings=warnings + w_n + w_mult + w_paired + w_cost)
+                     backtest=held_out,
+                     warnings=warnings + w_n + w_mult + w_paired + w_back + w_cost)
 
 
 def _save(fig: Figure, path: Path, files: list[Path]) -> None:
@@ -239,7 +249,7 @@ def write_report(report: FitReport, out_dir: str | Path, *, plots: bool = True) 
     files: list[Path] = []
     tables = {"fits.csv": report.fits, "multipliers.csv": report.multipliers,
               "multipliers_at_error.csv": report.multipliers_at_error,
-              "paired.csv": report.paired}
+              "paired.csv": report.paired, "backtest.csv": report.backtest}
     tables.update({f"fits_{c}.csv": a.table for c, a in report.against_compute.items()})
     for name, table in tables.items():
         table.to_csv(out / name, index=False)

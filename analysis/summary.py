@@ -73,6 +73,19 @@ def paired_text(table: pd.DataFrame, baseline: str) -> str:
     return f"{title}\n" + _table(["group", "n", "seeds", "difference [CI]", "resampled"], rows)
 
 
+def backtest_text(table: pd.DataFrame) -> str:
+    title = ("Extrapolation backtest: each group's largest n predicted by the law fitted on "
+             "the smaller sizes (band: the same bootstrap)")
+    if table.empty:
+        return f"{title}\n  (none: fewer than 4 sizes)"
+    rows = [[r.group, _num(r.held_n), _num(r.observed),
+             _ci(r.predicted, r.predicted_lo, r.predicted_hi), f"{r.rel_error:+.1%}",
+             {True: "yes", False: "NO"}.get(r.covered, "-")]
+            for r in table.itertuples(index=False)]
+    return f"{title}\n" + _table(["group", "held-out n", "observed", "predicted [band]",
+                                   "error", "covered"], rows)
+
+
 def levels_text(table: pd.DataFrame, baseline: str) -> str:
     title = f"Multipliers at error levels: k = n_{baseline}(err) / n_group(err)"
     if table.empty:
@@ -87,6 +100,7 @@ def format_report(report: FitReport) -> str:
     baseline = report.options.baseline
     parts = [fits_text(report.fits, "Power-law fits: err(n) = E + A * n^-alpha"),
              paired_text(report.paired, baseline),
+             backtest_text(report.backtest),
              multipliers_text(report.multipliers, baseline),
              levels_text(report.multipliers_at_error, baseline)]
     for column, axis in report.against_compute.items():

@@ -48,7 +48,9 @@ def test_fit_writes_the_tables_other_tools_read_and_the_plots(sweep_dir, capsys)
     assert mult["extrapolated"].dtype == bool
     paired = pd.read_csv(out / "paired.csv")
     assert set(paired["group"]) == {"dpo_negative", "dpo_per_step", "rft_self"}
-    assert "Paired differences vs sft_teacher" in printed
+    assert "Paired differences vs sft_teacher" in printed and "Extrapolation backtest" in printed
+    held_out = pd.read_csv(out / "backtest.csv")
+    assert sorted(held_out["group"]) == sorted(fits["group"]) and (held_out["held_n"] == 3200).all()
     for name in ("curves.png", "multipliers.png", "paired.png", "curves_train_tokens.png",
                  "curves_device_seconds.png"):
         assert _png_ok(out / name), name
