@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from orchestrator.config_schema import (
     knob,
     to_dict,
 )
+from orchestrator.contract import KEY_NEUTRAL
 from orchestrator.credit import PIT_RULES, REJECTED_SIDES
 from orchestrator.tasks.arith import OPS
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, TASK_NAMES, TaskSource
@@ -223,12 +224,24 @@ PRECISIONS = ("auto", "fp32", "bf16-mixed", "bf16")
 
 
 @dataclass(frozen=True)
+class DataParallel:
+    """Data-parallel training of one model on Ray Train (training.py, ray_train.py)."""
+
+    num_workers: int = 1        # 1: in-process training, no Ray Train
+    use_gpu: bool = False       # one GPU per worker (NCCL); otherwise CPU workers (gloo)
+    strategy: str = "ddp"       # ddp | fsdp
+
+
+@dataclass(frozen=True)
 class TrainMethod:
     """How weights are trained, shared by SFT and DPO (their cache keys include it)."""
 
     precision: str = "auto"
     gradient_checkpointing: bool = False
     lora: LoraSettings = LoraSettings()
+    # Added after artifacts existed; at one worker the run is the in-process one of before.
+    # More workers are other numerics (another data order, all-reduced gradients): a new key.
+    parallel: DataParallel = field(default=DataParallel(), metadata={KEY_NEUTRAL: True})
 
     def resolved_precision(self, device: str) -> str:
         """auto: bf16-mixed on a GPU, fp32 on a CPU (where bf16 autocast is slow)."""
@@ -251,10 +264,20 @@ class TrainConfig:
     gradient_checkpointing: bool = knob(False, "recompute activations in the backward pass "
                                                "(less memory, about a third more compute)")
     lora: LoraSettings = knob(LoraSettings(), "LoRA adapters instead of full fine-tuning")
+    num_workers: int = knob(1, "data-parallel workers training one SFT or DPO model on Ray Train "
+                               "(1: in the stage's own process); each reserves what "
+                               "cluster.resources.sft (.dpo) gives a stage; batch_size is per "
+                               "worker. See docs/training.md", min=1)
+    use_gpu: bool = knob(False, "with num_workers > 1: one GPU per worker (NCCL); otherwise CPU "
+                                "workers (gloo)")
+    strategy: Literal["ddp", "fsdp"] = knob(
+        "ddp", "with num_workers > 1: ddp replicates the model on every worker; fsdp shards "
+               "weights, gradients and optimizer state (a model that does not fit one device)")
 
     @property
     def method(self) -> TrainMethod:
-        return TrainMethod(self.precision, self.gradient_checkpointing, self.lora)
+        return TrainMethod(self.precision, self.gradient_checkpointing, self.lora,
+                           DataParallel(self.num_workers, self.use_gpu, self.strategy))
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,24 @@ def check_consistency(config: Config, where: Where) -> None:
         raise where.error("model.num_heads", f"must divide model.hidden_size "
                                              f"({config.model.hidden_size})")
     check_generation(config, where)
+    check_data_parallel(config, where)
+
+
+def check_data_parallel(config: Config, where: Where) -> None:
+    """train.use_gpu and train.strategy describe Ray Train workers, which exist only with
+    train.num_workers > 1 (one worker trains in the stage's own process, on train.device)."""
+    train = config.train
+    if train.num_workers > 1:
+        if train.strategy == "fsdp" and train.lora.enabled:
+            raise where.error("train.strategy", "fsdp with train.lora is not supported: the "
+                                                "stage saves a merged model, which a sharded "
+                                                "peft model cannot give; use ddp")
+        return
+    for name, value, default in (("use_gpu", train.use_gpu, False),
+                                 ("strategy", train.strategy, "ddp")):
+        if value != default:
+            raise where.error(f"train.{name}", f"applies to Ray Train workers, which need "
+                                               f"train.num_workers > 1 (got {train.num_workers})")
 
 
 def check_openai(config: Config, where: Where) -> None:

@@ -209,6 +209,13 @@ def _remote_stages():
     return execute, execute_in_own_process
 
 
+def train_workers(spec: StageSpec) -> int:
+    """How many Ray Train workers a training stage launches (`train.num_workers`; 1: none,
+    it trains in its own task)."""
+    method = getattr(spec.params, "method", None)
+    return method.parallel.num_workers if method is not None else 1
+
+
 def _submit(remote, spec: StageSpec, config: Config, store: ArtifactStore, deps: list):
     shared, isolated = remote
     res = spec.resources
@@ -216,7 +223,13 @@ def _submit(remote, spec: StageSpec, config: Config, store: ArtifactStore, deps:
                    retry_exceptions=config.cluster.retry_exceptions, name=spec.id)
     if res.memory_gb:
         options["memory"] = int(res.memory_gb * 2**30)
-    execute = isolated if res.num_gpus > 0 else shared
+    if train_workers(spec) > 1:
+        # A data-parallel stage's task only launches a TorchTrainer and waits for it
+        # (ray_train.py): each worker reserves the stage's resources instead, and the task
+        # holding them too could leave the workers unplaceable.
+        options.update(num_cpus=0, num_gpus=0)
+        options.pop("memory", None)
+    execute = isolated if options["num_gpus"] > 0 else shared
     return execute.options(**options).remote(spec, str(store.root), *deps)
 
 

@@ -12,6 +12,10 @@ DPO reference) take the maths' dtype: no update ever reaches them. A LoRA run
 saves the merged full model, so every later stage loads it like any other; trained
 models are saved in `model.dtype` (the dtype evaluation loads).
 
+With `train.num_workers` > 1 the same trainers run on every worker of a Ray Train
+`TorchTrainer` (`orchestrator.ray_train` launches them, `train_replica` is what each
+worker runs); rank 0 alone saves the model and reports the result.
+
 This module must not import ray or mlflow.
 """
 
@@ -22,6 +26,7 @@ import logging
 import random
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -122,14 +127,27 @@ def _common_args(run: TrainRun, loaded: _Loaded, out: Path) -> dict:
         logging_steps=10,
         disable_tqdm=True,
         dataloader_num_workers=0,
+        **_parallel_args(run.method),
     )
 
 
-def _result(trainer, output, examples: int, tokens: int, precision: str) -> TrainResult:
+def _parallel_args(method: TrainMethod) -> dict:
+    """Arguments for a data-parallel worker (the process group exists already: Ray Train
+    set it up); transformers wraps the model in DDP by itself when the world is > 1."""
+    if method.parallel.num_workers == 1:
+        return {}
+    if method.parallel.strategy == "fsdp":
+        # accelerate wraps each decoder layer (the model's `_no_split_modules`) by itself
+        return dict(fsdp="full_shard auto_wrap")
+    return dict(ddp_find_unused_parameters=False)
+
+
+def _result(trainer, output, examples: int, tokens: int, precision: str,
+            trainable: int) -> TrainResult:
+    # With several workers, transformers logs the loss averaged over all of them.
     history = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     # Runs shorter than one logging interval log no loss: use the run's mean instead.
     final = history[-1][1] if history else float(output.training_loss)
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     return TrainResult(examples, trainer.state.global_step, final, trainer.args.device.type,
                        history, precision, trainable, train_tokens=tokens)
 
@@ -148,22 +166,40 @@ def shuffled(records: list[dict], seed: int) -> list[dict]:
 def sft_train(run: TrainRun, records: list[dict[str, str]], out: Path) -> TrainResult:
     """SFT with loss on completions only (`prompt`/`completion` records), or on whole
     documents (`text` records, used for pre-training); saves to `out/model`."""
-    try:
-        return _sft(run, records, out)
-    finally:        # the trainer and model are unreachable now: give their memory back
-        free_memory()
+    return _train("sft", run, records, out)
 
 
 def dpo_train(run: TrainRun, pairs: list[dict[str, str]], out: Path) -> TrainResult:
     """DPO from `run.start_from` (also the frozen reference; with LoRA, the adapter-free
     model) on prompt/chosen/rejected pairs; saves to `out/model`."""
+    return _train("dpo", run, pairs, out)
+
+
+def _train(kind: str, run: TrainRun, rows: list[dict], out: Path) -> TrainResult:
+    if run.method.parallel.num_workers > 1:
+        from orchestrator.ray_train import train_data_parallel
+
+        return train_data_parallel(kind, run, rows, out)
+    return train_replica(kind, run, rows, out)
+
+
+def train_replica(kind: str, run: TrainRun, rows: list[dict], out: Path,
+                  prepare: Callable[[Any], Any] | None = None) -> TrainResult | None:
+    """One process's share of a training run: the whole run in-process, or one data-parallel
+    worker's (`prepare`: Ray Train's `prepare_trainer`). The result and the saved model
+    come from rank 0; other ranks return None."""
+    build = {"sft": _sft_trainer, "dpo": _dpo_trainer}[kind]
     try:
-        return _dpo(run, pairs, out)
-    finally:
+        trainer, loaded, texts = build(run, rows, out)
+        if prepare is not None:
+            trainer = prepare(trainer)
+        return _train_and_save(trainer, loaded, texts, len(rows), run, out)
+    finally:        # the trainer and model are unreachable now: give their memory back
         free_memory()
 
 
-def _sft(run: TrainRun, records: list[dict[str, str]], out: Path) -> TrainResult:
+def _sft_trainer(run: TrainRun, records: list[dict[str, str]],
+                 out: Path) -> tuple[Any, _Loaded, list[str]]:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -178,13 +214,14 @@ def _sft(run: TrainRun, records: list[dict[str, str]], out: Path) -> TrainResult
     trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=data,
                          processing_class=loaded.tokenizer, peft_config=_peft_config(run.method))
     texts = [r["text"] if is_text else r["prompt"] + r["completion"] for r in records]
-    return _train_and_save(trainer, loaded, texts, len(records), run, out)
+    return trainer, loaded, texts
 
 
-def _dpo(run: TrainRun, pairs: list[dict[str, str]], out: Path) -> TrainResult:
+def _dpo_trainer(run: TrainRun, pairs: list[dict[str, str]],
+                 out: Path) -> tuple[Any, _Loaded, list[str]]:
     trainer, loaded, rows = dpo_trainer(run, pairs, out)
     texts = [r["prompt"] + r["chosen"] for r in rows] + [r["prompt"] + r["rejected"] for r in rows]
-    return _train_and_save(trainer, loaded, texts, len(rows), run, out)
+    return trainer, loaded, texts
 
 
 def dpo_trainer(run: TrainRun, pairs: list[dict], out: Path) -> tuple[Any, _Loaded, list[dict]]:
@@ -271,12 +308,21 @@ def _peft_config(method: TrainMethod):
 
 
 def _train_and_save(trainer, loaded: _Loaded, texts: list[str], examples: int, run: TrainRun,
-                    out: Path) -> TrainResult:
-    """Train; `texts` are what one epoch forwards (for the token count)."""
+                    out: Path) -> TrainResult | None:
+    """Train; `texts` are what one epoch forwards (for the token count). Only rank 0 (the
+    only process of an in-process run) saves and returns the result."""
+    # Counted before training: FSDP flattens and shards the parameters it wraps.
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     output = trainer.train()
+    dtype = torch_dtype(run.model.dtype, loaded.device)
+    if run.method.parallel.strategy == "fsdp" and run.method.parallel.num_workers > 1:
+        _save_sharded(trainer, loaded.tokenizer, out, dtype)
+    elif trainer.is_world_process_zero():
+        _save(trainer.model, loaded.tokenizer, out, dtype)
+    if not trainer.is_world_process_zero():
+        return None
     tokens = int(_count_tokens(loaded.tokenizer, texts) * run.settings.epochs)
-    result = _result(trainer, output, examples, tokens, loaded.precision)
-    _save(trainer.model, loaded.tokenizer, out, torch_dtype(run.model.dtype, loaded.device))
+    result = _result(trainer, output, examples, tokens, loaded.precision, trainable)
     shutil.rmtree(out / "_trainer", ignore_errors=True)
     return result
 
@@ -287,3 +333,13 @@ def _save(model: Any, tokenizer: Any, out: Path, dtype: Any) -> None:
         model = model.merge_and_unload()
     model.to(dtype).save_pretrained(out / Files.MODEL)
     tokenizer.save_pretrained(out / Files.MODEL)
+
+
+def _save_sharded(trainer, tokenizer: Any, out: Path, dtype: Any) -> None:
+    """FSDP: every rank takes part in gathering the full weights; rank 0 writes them."""
+    state = trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.is_world_process_zero():
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.save_pretrained(out / Files.MODEL,
+                              state_dict={k: v.to(dtype) for k, v in state.items()})
+        tokenizer.save_pretrained(out / Files.MODEL)

@@ -56,8 +56,10 @@ ORCHESTRATOR = modules("orchestrator")
 ANALYSIS = modules("analysis")
 
 RULES = [
-    ("only the runner imports ray", ORCHESTRATOR,
-     lambda m: m != "orchestrator.runner", ("ray",)),
+    # ray_train launches Ray Train's TorchTrainer for data-parallel training (issue 13);
+    # Ray's task API stays in the runner (test_ray_train_uses_only_ray_train).
+    ("only the runner and ray_train import ray", ORCHESTRATOR,
+     lambda m: m not in ("orchestrator.runner", "orchestrator.ray_train"), ("ray",)),
     ("only tracking imports mlflow", ORCHESTRATOR,
      lambda m: m != "orchestrator.tracking", ("mlflow",)),
     ("stages import no executor, tracker or planner", ORCHESTRATOR,
@@ -78,6 +80,13 @@ RULES = [
 def test_layering(rule):
     _, importers, who, forbidden = rule
     assert violations(importers, who, forbidden) == []
+
+
+def test_ray_train_uses_only_ray_train():
+    """Data-parallel training may use Ray Train, nothing else of Ray (tasks, actors, init)."""
+    ray_imports = {n for n in ORCHESTRATOR["orchestrator.ray_train"]
+                   if n == "ray" or n.startswith("ray.")}
+    assert ray_imports and all(n.startswith("ray.train") for n in ray_imports), ray_imports
 
 
 def test_the_check_sees_a_forbidden_import(tmp_path):
