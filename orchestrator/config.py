@@ -141,8 +141,10 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    backend: Literal["hf", "vllm"] = knob("hf", "hf: batched transformers generate (CPU/GPU); "
-                                                "vllm: vLLM offline engine (GPU, [gpu] extra)")
+    backend: Literal["hf", "vllm", "openai"] = knob(
+        "hf", "hf: batched transformers generate (CPU/GPU); vllm: vLLM offline engine (GPU, [gpu] "
+              "extra); openai: a server that loads each student by its folder path (`transformers "
+              "serve`), set in section openai")
     batch_size: int = knob(128, "prompts per forward batch (hf)", min=1)
     max_new_tokens: int = knob(64, "longest completion for evaluation and self-sampling", min=1)
     stop: tuple[str, ...] = knob((), "extra stop strings (EOS always stops)")
@@ -153,8 +155,8 @@ class GenerationConfig:
 @dataclass(frozen=True)
 class OpenAIConfig:
     """An OpenAI-compatible server (`vllm serve`, `transformers serve`, a hosted API) for
-    `teacher.kind: openai`. The key itself is never configured, logged or hashed: only the
-    name of the variable that holds it."""
+    `teacher.kind: openai` and `generation.backend: openai`. The key itself is never
+    configured, logged or hashed: only the name of the variable that holds it."""
 
     base_url: str = knob("", "the server's API root, e.g. http://127.0.0.1:8000/v1")
     endpoint: Literal["completions", "chat"] = knob(
@@ -434,6 +436,12 @@ class Config:
     @property
     def pool_size(self) -> int:
         return self.teacher.pool_size or max(self.grid.sizes)
+
+    @property
+    def generation_api(self) -> OpenAIConfig:
+        """The server the students generate through: section openai with generation.backend
+        openai, else the neutral default, which leaves the generating stages' keys alone."""
+        return self.openai if self.generation.backend == "openai" else OpenAIConfig()
 
     @property
     def tracking_uri(self) -> str:

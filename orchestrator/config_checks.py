@@ -65,7 +65,7 @@ def check_consistency(config: Config, where: Where) -> None:
     if config.teacher.kind in ("model", "openai") and not config.teacher.model:
         raise where.error("teacher.model", f"teacher.kind is {config.teacher.kind!r} but no "
                                            "teacher.model is given")
-    if config.teacher.kind == "openai":
+    if config.teacher.kind == "openai" or config.generation.backend == "openai":
         check_openai(config, where)
     if "sft_human" in config.grid.data_types and task.name == "arith":
         raise where.error("grid.data_types", "sft_human needs human-written solutions "
@@ -99,10 +99,11 @@ def check_data_parallel(config: Config, where: Where) -> None:
 
 
 def check_openai(config: Config, where: Where) -> None:
-    """An OpenAI-compatible teacher: a server to ask, and what the API accepts."""
+    """An OpenAI-compatible teacher or generator: a server to ask, and what the API accepts."""
     base_url = config.openai.base_url
+    user = ("generation.backend" if config.generation.backend == "openai" else "teacher.kind")
     if not base_url.startswith(("http://", "https://")):
-        raise where.error("openai.base_url", "teacher.kind is 'openai': expected the server's "
+        raise where.error("openai.base_url", f"{user} is 'openai': expected the server's "
                                              f"http(s) URL, got {base_url!r}")
     if "@" in base_url.split("//", 1)[1].split("/", 1)[0]:
         raise where.error("openai.base_url", "credentials in the URL would be logged and hashed: "
@@ -110,6 +111,11 @@ def check_openai(config: Config, where: Where) -> None:
     if len(config.generation.stop) > 4:
         raise where.error("generation.stop", "the OpenAI API takes at most 4 stop strings, got "
                                              f"{len(config.generation.stop)}")
+    if config.generation.backend == "openai" and config.openai.endpoint != "completions":
+        raise where.error("openai.endpoint", "generation.backend is 'openai': students are "
+                                             "prompted as they were trained, with the plain "
+                                             "prompt; expected completions, got "
+                                             f"{config.openai.endpoint!r}")
 
 
 def generating_stages(config: Config) -> tuple[str, ...]:

@@ -3,7 +3,9 @@
 `open_backend` builds the configured backend and closes it when the stage is
 done with it; `generate_and_grade` is the stages' common step: n completions
 per prompt, each graded against its problem's answer; `open_openai_backend`
-opens a model behind an OpenAI-compatible server (`openai_api.py`). vLLM and the
+opens a model behind an OpenAI-compatible server (`openai_api.py`), as
+`generation.backend: openai` does with the student's folder path as the model
+name. vLLM and the
 openai client are imported only when asked for: they are optional extras (vLLM
 cannot be installed on a CPU machine).
 
@@ -26,7 +28,16 @@ if TYPE_CHECKING:
     from orchestrator.tasks.grading import Grade
 
 
-def make_backend(cfg: GenerationConfig, model_path: str, model_cfg: ModelLoading) -> GenerationBackend:
+def make_backend(cfg: GenerationConfig, model_path: str, model_cfg: ModelLoading,
+                 api: OpenAIConfig | None = None,
+                 responses: Path | None = None) -> GenerationBackend:
+    """`api` and `responses` (the response cache's folder) are for backend openai."""
+    if cfg.backend == "openai":
+        from orchestrator.backends.openai_api import OpenAIBackend
+
+        if api is None or not api.base_url:
+            raise ValueError("generation.backend is 'openai' but no openai.base_url was given")
+        return OpenAIBackend(api, served_name(model_path), responses)
     if cfg.backend == "hf":
         from orchestrator.backends.hf import HFBackend
 
@@ -39,11 +50,20 @@ def make_backend(cfg: GenerationConfig, model_path: str, model_cfg: ModelLoading
     raise ValueError(f"unknown generation backend {cfg.backend!r}")
 
 
+def served_name(model_path: str) -> str:
+    """The model name a server that loads models by path is sent: a local folder as an
+    absolute path (the server's working directory is not the stage's), a hub name as is.
+    It names the artifact's cache key, so a retrained student never reuses old answers."""
+    path = Path(model_path)
+    return str(path.resolve()) if path.exists() else model_path
+
+
 @contextmanager
-def open_backend(cfg: GenerationConfig, model_path: str,
-                 model_cfg: ModelLoading) -> Iterator[GenerationBackend]:
+def open_backend(cfg: GenerationConfig, model_path: str, model_cfg: ModelLoading,
+                 api: OpenAIConfig | None = None,
+                 responses: Path | None = None) -> Iterator[GenerationBackend]:
     """The configured backend, closed (model and memory freed) when the block ends."""
-    backend = make_backend(cfg, model_path, model_cfg)
+    backend = make_backend(cfg, model_path, model_cfg, api, responses)
     try:
         yield backend
     finally:

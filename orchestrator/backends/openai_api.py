@@ -43,8 +43,8 @@ class OpenAIBackend:
         try:
             import openai
         except ImportError as exc:
-            raise RuntimeError("teacher.kind is 'openai' but the openai client is not installed: "
-                               "pip install 'synthscale[openai]'") from exc
+            raise RuntimeError("the openai backend (teacher.kind or generation.backend 'openai') "
+                               "needs the openai client: pip install 'synthscale[openai]'") from exc
         self._key = os.environ.get(settings.api_key_env)
         if self._key is None:
             raise RuntimeError(f"openai.api_key_env: the environment variable "

@@ -84,8 +84,15 @@ def key_data(obj: Any) -> Any:
     """Params as the key sees them: `to_dict`, less KEY_NEUTRAL fields at their default."""
     if dataclasses.is_dataclass(obj):
         return {f.name: key_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.metadata.get(KEY_NEUTRAL) and getattr(obj, f.name) == f.default)}
+                if not (f.metadata.get(KEY_NEUTRAL) and getattr(obj, f.name) == _default(f))}
     return to_dict(obj)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    """A field's default, also when it is given as a factory (a nested config's)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def cache_key(stage: str, params: Any, inputs: tuple[tuple[str, str], ...]) -> str:

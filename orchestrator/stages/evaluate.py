@@ -9,12 +9,12 @@ unbiased estimator of Chen et al. (2021). Per-problem results go to
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.backends import GenerationRequest, Graded, GradingRule
-from orchestrator.config import Config, EvalConfig, GenerationConfig, ModelLoading
-from orchestrator.contract import Files, In, StageResult
+from orchestrator.config import Config, EvalConfig, GenerationConfig, ModelLoading, OpenAIConfig
+from orchestrator.contract import KEY_NEUTRAL, Files, In, StageResult, response_cache_dir
 from orchestrator.modeling import model_path
 from orchestrator.records import write_rows
 from orchestrator.tasks import Problem, TaskSource, format_prompt, make_task
@@ -31,11 +31,13 @@ class EvalParams:
     eval: EvalConfig
     generation: GenerationConfig
     model: ModelLoading
+    # generation.backend openai only (added later: at its default every key is what it was)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig, metadata={KEY_NEUTRAL: True})
 
     @classmethod
     def from_config(cls, config: Config) -> EvalParams:
         return cls(config.task.source, config.task.n_test, config.eval, config.generation,
-                   config.model.loading)
+                   config.model.loading, config.generation_api)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ def run(params: EvalParams, inputs: dict[str, Path], out: Path) -> EvalResult:
     from orchestrator.backends import open_backend
 
     problems = make_task(params.task, n_train=0, n_test=params.n_test).split("test")
-    with open_backend(params.generation, model_path(inputs[In.MODEL]), params.model) as backend:
+    with open_backend(params.generation, model_path(inputs[In.MODEL]), params.model,
+                      params.openai, response_cache_dir(out)) as backend:
         greedy = [g[0] for g in _generate(backend, problems, params, GenerationRequest(
             max_new_tokens=params.generation.max_new_tokens, stop=params.generation.stop))]
         sampled = _sampled(backend, problems, params) if params.eval.pass_k else None

@@ -23,8 +23,8 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.config import Config, GenerationConfig, ModelLoading
-from orchestrator.contract import KEY_NEUTRAL, Files, GridPoint, In, StageResult
+from orchestrator.config import Config, GenerationConfig, ModelLoading, OpenAIConfig
+from orchestrator.contract import KEY_NEUTRAL, Files, GridPoint, In, StageResult, response_cache_dir
 from orchestrator.credit import prefix_prompts, prefix_text, step_advantages, step_values
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows, write_rows
@@ -46,6 +46,8 @@ class RolloutParams:
     v0_from_samples: bool = True    # the M self-samples, drawn at this temperature, give V_0
     # Stop a negative at its first zero-value prefix (added later: the default keeps keys)
     early_stop: bool = field(default=False, metadata={KEY_NEUTRAL: True})
+    # generation.backend openai only (added later: at its default every key is what it was)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig, metadata={KEY_NEUTRAL: True})
 
     @classmethod
     def from_config(cls, config: Config, point: GridPoint) -> RolloutParams:
@@ -56,7 +58,7 @@ class RolloutParams:
                    # rollouts sample with top_p 1: the samples match only if they did too
                    v0_from_samples=(sampling.temperature == per_step.temperature
                                     and sampling.top_p == 1.0),
-                   early_stop=per_step.early_stop)
+                   early_stop=per_step.early_stop, openai=config.generation_api)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ def run(params: RolloutParams, inputs: dict[str, Path], out: Path) -> RolloutRes
     request = GenerationRequest(n=params.rollouts, temperature=params.temperature,
                                 max_new_tokens=params.generation.max_new_tokens,
                                 stop=params.generation.stop, seed=params.seed)
-    with open_backend(params.generation, model_path(inputs[In.MODEL]), params.model) as backend:
+    with open_backend(params.generation, model_path(inputs[In.MODEL]), params.model,
+                      params.openai, response_cache_dir(out)) as backend:
         rollouts = _Rollouts(backend, request, GradingRule(params.task_name))
         if params.early_stop:
             stopped = _until_the_pit(rollouts, plans, first)

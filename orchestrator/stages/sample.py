@@ -8,11 +8,11 @@ run is shared by `rft_self`, `dpo_negative` and `dpo_per_step` (Setlur et al.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.config import Config, GenerationConfig, ModelLoading, SamplingConfig
-from orchestrator.contract import Files, GridPoint, In, StageResult
+from orchestrator.config import Config, GenerationConfig, ModelLoading, OpenAIConfig, SamplingConfig
+from orchestrator.contract import KEY_NEUTRAL, Files, GridPoint, In, StageResult, response_cache_dir
 from orchestrator.modeling import model_path
 from orchestrator.records import read_rows, write_rows
 
@@ -28,11 +28,13 @@ class SampleParams:
     task_name: str       # grading conventions (\\boxed first for math)
     n: int
     seed: int
+    # generation.backend openai only (added later: at its default every key is what it was)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig, metadata={KEY_NEUTRAL: True})
 
     @classmethod
     def from_config(cls, config: Config, point: GridPoint) -> SampleParams:
         return cls(config.sampling, config.generation, config.model.loading, config.task.name, point.n,
-                   point.seed)
+                   point.seed, config.generation_api)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ def run(params: SampleParams, inputs: dict[str, Path], out: Path) -> SampleResul
     request = GenerationRequest(n=sampling.samples_per_problem, temperature=sampling.temperature,
                                 top_p=sampling.top_p, max_new_tokens=params.generation.max_new_tokens,
                                 stop=params.generation.stop, seed=params.seed)
-    with open_backend(params.generation, model_path(inputs[In.MODEL]), params.model) as backend:
+    with open_backend(params.generation, model_path(inputs[In.MODEL]), params.model,
+                      params.openai, response_cache_dir(out)) as backend:
         graded = generate_and_grade(backend, [p["prompt"] for p in problems],
                                     [p["answer"] for p in problems], request,
                                     GradingRule(params.task_name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,28 @@ def test_an_openai_teacher_is_checked_at_load(tmp_path, text, message):
 def test_an_openai_teacher_loads(tmp_path):
     config = load_config(write(tmp_path, OPENAI_TEACHER))
     assert (config.openai.endpoint, config.openai.api_key_env) == ("completions", "OPENAI_API_KEY")
+
+
+OPENAI_GENERATOR = "generation: {backend: openai}\nopenai: {base_url: 'http://127.0.0.1:8000/v1'}\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("generation: {backend: openai}\n", "openai.base_url: generation.backend is 'openai': "
+                                        "expected the server's http(s) URL, got ''"),
+    (OPENAI_GENERATOR.replace("}\nopenai: {", "}\nopenai: {endpoint: chat, "),
+     "openai.endpoint: generation.backend is 'openai': students are prompted as they were "
+     "trained, with the plain prompt; expected completions, got 'chat'"),
+])
+def test_an_openai_generator_is_checked_at_load(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, text))
+
+
+def test_the_openai_section_reaches_the_students_only_with_generation_backend_openai(tmp_path):
+    from orchestrator.config import OpenAIConfig
+
+    generator = load_config(write(tmp_path, OPENAI_GENERATOR))
+    assert generator.generation_api == generator.openai
+    assert generator.generation_api.base_url == "http://127.0.0.1:8000/v1"
+    teacher_only = load_config(write(tmp_path, OPENAI_TEACHER))
+    assert teacher_only.generation_api == OpenAIConfig()

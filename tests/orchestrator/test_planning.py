@@ -217,3 +217,53 @@ def test_an_openai_teachers_key_has_server_model_endpoint_and_sampling_never_the
         {"openai__endpoint": "chat"}, {"teacher__temperature": 0.5},
         {"teacher__max_new_tokens": 64}, {"generation__stop": ["\n\n"]})]
     assert len({key, *moved}) == 7
+
+
+def test_a_key_neutral_field_with_a_default_factory_is_left_out_at_its_default():
+    """key_data compares a KEY_NEUTRAL field with what its factory makes: a nested config
+    given by default_factory has no `f.default`, and must still leave old keys alone."""
+    from dataclasses import dataclass, field
+
+    from orchestrator.config import OpenAIConfig
+    from orchestrator.contract import KEY_NEUTRAL
+    from orchestrator.planning.plan import key_data
+
+    @dataclass(frozen=True)
+    class Params:
+        n: int
+        api: OpenAIConfig = field(default_factory=OpenAIConfig, metadata={KEY_NEUTRAL: True})
+
+    assert key_data(Params(3)) == {"n": 3}
+    moved = key_data(Params(3, OpenAIConfig(base_url="http://127.0.0.1:8000/v1")))
+    assert moved["api"]["base_url"] == "http://127.0.0.1:8000/v1"
+
+
+def test_an_openai_generator_moves_the_generating_stages_keys_and_nothing_else(monkeypatch):
+    """generation.backend hf keeps every key (the openai section is in no student's params,
+    whatever it holds); openai moves sample, rollouts, evaluate and what reads them, with the
+    server, never with the API key."""
+    from orchestrator.planning.plan import key_data
+
+    rows = ["sft_teacher", "rft_self", "dpo_per_step"]
+    hf = keys_by_id(plan_for(grid__data_types=rows))
+    assert keys_by_id(plan_for(grid__data_types=rows,
+                               openai__base_url="http://127.0.0.1:8000/v1")) == hf
+    for spec in plan_for(grid__data_types=rows).specs:
+        assert "openai" not in key_data(spec.params), spec.id
+
+    api = {"grid__data_types": rows, "generation__backend": "openai",
+           "openai__base_url": "http://127.0.0.1:8000/v1"}
+    monkeypatch.setenv("OPENAI_API_KEY", "one")
+    served = keys_by_id(plan_for(**api))
+    monkeypatch.setenv("OPENAI_API_KEY", "another")
+    assert keys_by_id(plan_for(**api)) == served
+    unmoved = {i for i in hf if hf[i] == served[i]}
+    assert unmoved == {i for i in hf if i.startswith(("base_model", "teacher_generate",
+                                                      "sft[n="))}      # the pool's SFT
+    assert all(served[i] != hf[i] for i in hf if i.split("[")[0] in ("sample", "rollouts",
+                                                                      "evaluate"))
+    elsewhere = keys_by_id(plan_for(**{**api, "openai__base_url": "http://elsewhere/v1"}))
+    assert all(elsewhere[i] != served[i] for i in hf if i.startswith("evaluate"))
+    spec = next(s for s in plan_for(**api).specs if s.stage == "evaluate")
+    assert spec.params.openai.base_url == "http://127.0.0.1:8000/v1"
+    assert "one" not in str(key_data(spec.params)) and "another" not in str(key_data(spec.params))
