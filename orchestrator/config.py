@@ -355,6 +355,11 @@ class AnalysisConfig:
     baseline: str = knob("sft_teacher", "the data type efficiency multipliers are measured against")
     n_boot: int = knob(1000, "bootstrap resamples for confidence intervals", min=0)
     level: float = knob(0.95, "confidence level of the intervals", min=0.5, max=0.999)
+    live_every_s: float = knob(60.0, "while the sweep runs, refit after a cell finishes at most "
+                                     "this often and log the fits to its MLflow run (step: "
+                                     "finished cells; 0: off)", min=0.0)
+    live_n_boot: int = knob(100, "bootstrap resamples of the live fits (the final fit uses "
+                                 "n_boot)", min=0)
 
 
 @dataclass(frozen=True)

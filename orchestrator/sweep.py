@@ -27,6 +27,7 @@ from orchestrator.credit_check import pit_check_metrics, pit_check_table
 from orchestrator.errors import one_line
 from orchestrator.estimate import Estimator
 from orchestrator.files import write_atomically
+from orchestrator.live import LiveCurves
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
 from orchestrator.processes import end_group
 from orchestrator.progress import Progress
@@ -94,6 +95,7 @@ class SweepEvents(Events):
         self.retried: dict[str, int] = {}
         self.not_run = {"failed": 0, "skipped": 0, "cancelled": 0}   # stage counts, for MLflow
         self.first_failure = ""         # the id of the stage that stopped a --fail-fast sweep
+        self.live = LiveCurves(config, tracker, stream)   # fits refreshed as cells finish
 
     def submitted(self, spec: StageSpec) -> None:
         self.progress.submitted(spec)
@@ -111,10 +113,14 @@ class SweepEvents(Events):
         # every evaluation once per evaluation.
         if spec.stage == "evaluate" and not outcome.cached:
             try:
-                write_tables(self.config, self.plan, self.outcomes)
+                results_csv, _ = write_tables(self.config, self.plan, self.outcomes)
             except (OSError, ValueError) as exc:
                 self.stream.write(f"warning: could not update the results tables ({exc}); "
                                   "they are written again at the end\n")
+                return
+            if not self.tracking_errors:
+                cells = sum(c.eval_key in self.outcomes for c in self.plan.cells)
+                self.live.cell_finished(results_csv, cells)
 
     def failed(self, spec: StageSpec, error: str) -> None:
         self.not_run["failed"] += 1
@@ -409,7 +415,9 @@ def analyse(config: Config, results_csv: Path, tracker, events: SweepEvents) -> 
         try:
             if config.tracking.log_artifacts:
                 tracker.log_sweep_files(report.files, "analysis")
-            tracker.log_sweep_metrics(report.metrics())
+            # step: the finished cells, as the live fits' (orchestrator.live): one curve
+            cells = sum(c.eval_key in events.outcomes for c in events.plan.cells)
+            tracker.log_sweep_metrics(report.metrics(), step=cells)
             tracker.log_sweep_tables({p.stem: p for p in report.files
                                       if p.suffix == ".csv" and p.stem.startswith(FIT_TABLES)})
         except Exception as exc:  # noqa: BLE001 - the fit is on disk either way
