@@ -388,19 +388,21 @@ def provenance_tags(artifact_dir: str) -> dict[str, str]:
 
 
 def stage_datasets(spec: StageSpec, input_dirs: dict[str, str]) -> list:
-    """The dataset inputs of a stage run: a training stage's data (its cache key as digest)
-    and an evaluation's test split (digest: a hash of the task source and its size)."""
+    """The dataset inputs of a stage run: the data artifacts it reads (its cache key as
+    digest; context `training` for a training stage, else `input`: samples into rollouts,
+    rollouts into step pairs, ...), and an evaluation's test split (digest: a hash of the
+    task source and its size). A dataset's lineage can so be followed stage to stage."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     result_fields = {f.name for f in dataclasses.fields(STAGES[spec.stage].result_type)}
+    context = "training" if "loss_curve" in result_fields else "input"
     found = []
-    if "loss_curve" in result_fields:                       # a training stage
-        for name, key in spec.inputs:
-            if name in DATA_INPUTS:
-                uri = input_dirs.get(name, f"synthscale-artifact:{key}")
-                dataset = Dataset(name, key[:16], "local", json.dumps({"uri": uri}))
-                found.append(DatasetInput(dataset, [InputTag("mlflow.data.context", "training"),
-                                                    InputTag("cache_key", key)]))
+    for name, key in spec.inputs:
+        if name in DATA_INPUTS:
+            uri = input_dirs.get(name, f"synthscale-artifact:{key}")
+            dataset = Dataset(name, key[:16], "local", json.dumps({"uri": uri}))
+            found.append(DatasetInput(dataset, [InputTag("mlflow.data.context", context),
+                                                InputTag("cache_key", key)]))
     task, n_test = getattr(spec.params, "task", None), getattr(spec.params, "n_test", None)
     if task is not None and n_test is not None and spec.stage == "evaluate":
         source = json.dumps({**to_dict(task), "n_test": n_test}, sort_keys=True)

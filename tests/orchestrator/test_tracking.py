@@ -198,3 +198,17 @@ def test_a_stage_run_names_the_versions_that_produced_its_artifact(tmp_path):
     tags = tracker.client.get_run(run_id).data.tags
     assert tags["versions.torch"] == "2.11.0" and tags["versions.trl"] == "1.15.0"
     assert tags["mlflow.source.git.commit"] == "abc123" and tags["synthscale.version"] == "0.1.0"
+
+
+def test_an_intermediate_stage_names_the_data_it_read():
+    """Lineage: step_pairs reads rollouts, samples and the teacher data; each is an input."""
+    from orchestrator.tracking import stage_datasets
+
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10],
+                                                  "data_types": ["sft_teacher", "dpo_per_step"]},
+                                         "task": {"n_train": 100}}))
+    pairs = next(s for s in plan.specs if s.stage == "step_pairs")
+    found = stage_datasets(pairs, {})
+    assert sorted(d.dataset.name for d in found) == ["data", "rollouts", "samples"]
+    assert {d.dataset.digest for d in found} == {key[:16] for _, key in pairs.inputs}
+    assert all({t.key: t.value for t in d.tags}["mlflow.data.context"] == "input" for d in found)
