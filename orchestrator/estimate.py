@@ -376,4 +376,8 @@ def describe_estimate(estimate: PlanEstimate, stores: list[str], price: float | 
     lines.append(f"sweep: {cached} cached, {estimate.sweep.stages} new; stage time summed "
                  "over stages (divide by the stages that run at once for wall-clock):")
     lines.append(_fmt_total("all", estimate.sweep, price))
+    if not estimate.observations:
+        lines.append("no finished stages to measure throughput from: every time above is a "
+                     "lower bound of 0; point --store at a store where stages have run (a pilot "
+                     "or smoke sweep's artifacts)")
     return "\n".join(lines)

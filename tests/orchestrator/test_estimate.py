@@ -130,3 +130,13 @@ def test_a_prediction_far_outside_the_fit_is_wide_but_never_overflows():
     far = fit.predict(1e12, "fit")
     assert math.isfinite(far.high) and far.high / far.seconds == pytest.approx(MAX_FACTOR)
     assert fit.predict(0.0, "fit").seconds == 1.0          # no work: no log(0)
+
+
+def test_an_empty_store_says_every_time_is_a_lower_bound():
+    from orchestrator.estimate import describe_estimate
+
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10]}, "task": {"n_train": 100}}))
+    estimate = estimate_plan(plan, lambda s: False, Estimator(), devices_reserved)
+    assert estimate.sweep.lower_bound and estimate.sweep.seconds == 0
+    text = describe_estimate(estimate, ["runs/x/artifacts"], price=1.0)
+    assert "no finished stages to measure throughput from" in text and "$>=0.00" in text
