@@ -376,6 +376,11 @@ class StageResources:
                            min=0.0)
     num_gpus: float = knob(0.0, "GPUs Ray reserves for one such stage", min=0.0)
     memory_gb: float = knob(0.0, "memory Ray reserves (0: no reservation)", min=0.0)
+    custom_resource: str = knob("", "a custom node resource the stage needs (one a node offers with "
+                                    "`ray start --resources='{\"trainer\": 1}'`): the stage runs "
+                                    "only on such nodes (empty: none)")
+    custom_amount: float = knob(1.0, "how much of custom_resource one such stage reserves",
+                                min=0.0)
 
 
 @dataclass(frozen=True)

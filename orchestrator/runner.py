@@ -145,14 +145,21 @@ def unplaceable(plan: Plan) -> list[str]:
     for spec in plan.specs:
         res = spec.resources
         need = {"CPU": res.num_cpus, "GPU": res.num_gpus, "memory": (res.memory_gb or 0) * 2**30}
+        if res.custom_resource:
+            need[res.custom_resource] = res.custom_amount
         if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
             continue
         group = STAGES[spec.stage].resource_group
         problems.setdefault(group, f"cluster.resources.{group}: {spec.id} asks for "
                                    f"{res.num_cpus:g} CPUs, {res.num_gpus:g} GPUs"
-                                   f"{f', {res.memory_gb:g} GB' if res.memory_gb else ''}, "
+                                   f"{f', {res.memory_gb:g} GB' if res.memory_gb else ''}"
+                                   f"{_custom(res)}, "
                                    f"which no node has ({biggest})")
     return list(problems.values())
+
+
+def _custom(res) -> str:
+    return f", {res.custom_amount:g} {res.custom_resource!r}" if res.custom_resource else ""
 
 
 def stop_ray() -> None:
@@ -190,7 +197,14 @@ def _execute(spec: StageSpec, store_root: str, upstream: tuple[Outcome, ...]) ->
     # temporary folder is the trace it leaves, so the sweep can say the stage was retried.
     earlier = store.dead_attempts(spec.stage, spec.key)
     outcome = run_cached(store, spec, inputs)
-    return dataclasses.replace(outcome, attempt=earlier + 1) if earlier else outcome
+    return dataclasses.replace(outcome, attempt=earlier + 1, node_id=_node_id())
+
+
+def _node_id() -> str:
+    """The Ray node this worker runs on: a host may run several (a local test cluster)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def _remote_stages():
@@ -223,6 +237,8 @@ def _submit(remote, spec: StageSpec, config: Config, store: ArtifactStore, deps:
                    retry_exceptions=config.cluster.retry_exceptions, name=spec.id)
     if res.memory_gb:
         options["memory"] = int(res.memory_gb * 2**30)
+    if res.custom_resource:
+        options["resources"] = {res.custom_resource: res.custom_amount}
     if train_workers(spec) > 1:
         # A data-parallel stage's task only launches a TorchTrainer and waits for it
         # (ray_train.py): each worker reserves the stage's resources instead, and the task

@@ -71,6 +71,10 @@ class Outcome:
     started_at: float = 0.0   # epoch seconds the producing run started (cached: that run's)
     ended_at: float = 0.0     # and ended: MLflow's start and end time of the stage's run
     attempt: int = 1      # 2 and up: earlier attempts died (worker killed, node lost)
+    # The executor's id of the node (a Ray node id): hosts can run several nodes, and
+    # every node of a local test cluster has the same host name. Empty when the driver
+    # found the stage done (it was not submitted).
+    node_id: str = ""
 
 
 class ArtifactStore:

@@ -209,7 +209,8 @@ class Tracker:
         if spec.key in self.logged or self._logged_meanwhile(spec.key):
             return None
         tags = {"synthscale_kind": "stage", "stage": spec.stage, "cache_key": spec.key,
-                "node": outcome.node, "cached": str(outcome.cached).lower(),
+                "node": outcome.node, "node_id": outcome.node_id,
+                "cached": str(outcome.cached).lower(),
                 "pid": str(outcome.pid), "cuda_visible_devices": outcome.devices,
                 "artifact_dir": outcome.artifact_dir, "mlflow.parentRunId": self.parent_id,
                 "logged_by": owner_tag(), "logged_at": f"{time.time():.0f}", **spec.tag_dict,

@@ -10,7 +10,7 @@ import pytest
 from orchestrator.config import config_from_dict
 from orchestrator.contract import GridPoint, In
 from orchestrator.planning import Plan, make_spec
-from orchestrator.runner import Events, ray_session, run_plan
+from orchestrator.runner import Events, ray_session, run_plan, unplaceable
 from orchestrator.stages import base_model, human_data, sft, teacher
 
 
@@ -76,6 +76,24 @@ def test_ray_session_stops_the_local_ray_it_started_even_on_error(tmp_path):
         assert ray.is_initialized()
         raise RuntimeError("inside")
     assert not ray.is_initialized()
+
+
+def test_a_custom_resource_no_node_offers_is_named_before_anything_runs(tmp_path):
+    """cluster.resources.<group>.custom_resource: Ray would keep such a stage pending
+    forever on a cluster without that resource (tests/cluster/test_multinode.py runs
+    stages that ask for one on the nodes that have it)."""
+    config = config_from_dict({
+        "task": {"n_train": 100}, "grid": {"sizes": [10]},
+        "cluster": {"num_cpus": 1, "artifacts": str(tmp_path / "store"), "resources": {
+            "teacher_generate": {"custom_resource": "generator", "custom_amount": 0.5}}}})
+    plan = Plan()
+    plan.add(make_spec(config, "teacher_generate", "pool", teacher.from_config(config)))
+    plan.add(make_spec(config, "base_model", "hub", base_model.HubModelParams("org/model")))
+    with ray_session(config):
+        problems = unplaceable(plan)
+    assert problems == ["cluster.resources.teacher_generate: teacher_generate[pool] asks for "
+                        "1 CPUs, 0 GPUs, 0.5 'generator', which no node has "
+                        "(largest node: 1 CPUs, 0 GPUs)"]
 
 
 @pytest.mark.slow
