@@ -1,4 +1,5 @@
-"""`python -m analysis {fit,fit-2d}`: the command line over analysis.report.
+"""`python -m analysis {fit,fit-2d,suggest}`: the command line over analysis.report
+(and analysis.suggest).
 
 Exit codes: 0 success (also when a sweep is too small to fit: warnings are
 printed and whatever could be computed is written), 1 a failed run (an
@@ -77,11 +78,58 @@ def _fit_2d_parser(sub) -> None:
     _common(fit2, Fit2DOptions)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _suggest_parser(sub) -> None:
+    sug = sub.add_parser("suggest", help="the next cells that shrink a multiplier's CI most per "
+                                         "device-second",
+                         description="Rank candidate additions to the grid (a seed, a larger or "
+                                     "smaller size, more test problems) by how much they are "
+                                     "expected to narrow the CI of one data type's multiplier, "
+                                     "per added device-second, by simulated sweeps from RESULTS.")
+    sug.add_argument("results", help="a sweep's results.csv (with device_seconds), the pilot")
+    sug.add_argument("--group", required=True, help="the data type whose multiplier matters")
+    sug.add_argument("--baseline", default="sft_teacher", help="default sft_teacher")
+    sug.add_argument("--at-n", type=float, default=None,
+                     help="the size whose k matters (default: the largest where the pilot's "
+                          "own k CI is bounded)")
+    sug.add_argument("--n-test", type=int, default=None,
+                     help="test problems per cell (default: the results' n_test column)")
+    sug.add_argument("--sims", type=int, default=16, help="simulated sweeps per design "
+                                                         "(default 16)")
+    sug.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples per "
+                                                            "simulated sweep (default 100)")
+    sug.add_argument("--level", type=float, default=0.95, help="CI level (default 0.95)")
+    sug.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+
+
+def cmd_suggest(args) -> int:
+    from analysis.suggest import describe_suggestions, suggest
+    from analysis.tables import load_results
+
+    if args.sims < 2 or args.n_boot < 10 or not 0 < args.level < 1:
+        raise InputError("suggest: expected --sims >= 2, --n-boot >= 10 and 0 < --level < 1")
+    frame = load_results(args.results)
+    n_test = args.n_test
+    if n_test is None:
+        if "n_test" not in frame.columns:
+            raise InputError(f"{args.results}: no n_test column; give --n-test")
+        n_test = int(frame["n_test"].max())
+    table, head, warnings = suggest(frame, args.baseline, args.group, n_test, at_n=args.at_n,
+                                    sims=args.sims, n_boot=args.n_boot, level=args.level,
+                                    seed=args.seed)
+    print(describe_suggestions(table, head, warnings))
+    return EXIT_OK
+
+
+def add_commands(sub) -> None:
+    """fit, fit-2d and suggest onto any subparsers object (also `synthscale`'s)."""
     _fit_parser(sub)
     _fit_2d_parser(sub)
+    _suggest_parser(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0])
+    add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -131,12 +179,17 @@ def check_options(args) -> None:
         raise InputError(f"--huber-delta: expected a value > 0, got {args.huber_delta:g}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = {"fit": cmd_fit, "fit-2d": cmd_fit_2d}[args.command]
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; bad input is one line on stderr and exit 2."""
+    command = {"fit": cmd_fit, "fit-2d": cmd_fit_2d, "suggest": cmd_suggest}[args.command]
     try:
-        check_options(args)
+        if args.command != "suggest":        # suggest checks its own flags
+            check_options(args)
         return command(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))

@@ -29,6 +29,9 @@ ANALYSIS_COMMANDS = {
            "and efficiency multipliers (same as python -m analysis fit)",
     "fit-2d": "fit the 2-D law L(N, D) = E + A/N^alpha + B/D^beta (same as "
               "python -m analysis fit-2d)",
+    "suggest": "the next cells (a seed, a size, more test problems) that narrow one "
+               "multiplier's CI most per device-second, as overrides (python -m analysis "
+               "suggest)",
 }
 
 
@@ -150,24 +153,15 @@ def _power_option(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run_analysis(argv: list[str], prog: str = PROG) -> int:
-    """`fit` / `fit-2d`: analysis/cli.py's own parsers and commands under this program name."""
-    from analysis import InputError
+    """`fit` / `fit-2d` / `suggest`: analysis/cli.py's own parsers and commands under this
+    program name."""
     from analysis import cli as analysis_cli
 
     parser = argparse.ArgumentParser(prog=prog)
-    sub = parser.add_subparsers(dest="command", required=True)
     # analysis/cli.py builds its subcommands onto any subparsers object; reusing those
     # builders keeps one definition of every flag, default and help text.
-    analysis_cli._fit_parser(sub)
-    analysis_cli._fit_2d_parser(sub)
-    args = parser.parse_args(argv)
-    command = {"fit": analysis_cli.cmd_fit, "fit-2d": analysis_cli.cmd_fit_2d}[args.command]
-    try:
-        analysis_cli.check_options(args)
-        return command(args)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    analysis_cli.add_commands(parser.add_subparsers(dest="command", required=True))
+    return analysis_cli.run(parser.parse_args(argv))
 
 
 def cmd_show(args) -> int:
