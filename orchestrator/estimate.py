@@ -329,7 +329,8 @@ def estimate_plan(plan, is_done, estimator: Estimator, devices) -> PlanEstimate:
                         total(list(new.values())), len(estimator.observations))
 
 
-def _fmt_seconds(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
+    """12s, 3m05s, 1h02m; `?` for an unbounded time. The progress line's format too."""
     if math.isinf(seconds):
         return "?"
     seconds = int(round(seconds))
@@ -350,8 +351,8 @@ def _fmt_tokens(tokens: float) -> str:
 def _fmt_total(name: str, t: Total, price: float | None) -> str:
     at_least = ">=" if t.lower_bound else ""
     money = f", ${at_least}{t.device_seconds / 3600 * price:,.2f}" if price is not None else ""
-    return (f"  {name:<14} {t.stages:>4} new  {at_least}{_fmt_seconds(t.seconds):>7} "
-            f"[{_fmt_seconds(t.low)}, {_fmt_seconds(t.high)}]  device {at_least}"
+    return (f"  {name:<14} {t.stages:>4} new  {at_least}{format_seconds(t.seconds):>7} "
+            f"[{format_seconds(t.low)}, {format_seconds(t.high)}]  device {at_least}"
             f"{t.device_seconds / 3600:.3g} h{money}  tokens {at_least}{_fmt_tokens(t.tokens)}")
 
 
@@ -367,8 +368,8 @@ def describe_estimate(estimate: PlanEstimate, stores: list[str], price: float | 
         at_least = ">=" if p.lower_bound else ""
         basis = p.basis if p.lower_bound else f"{p.basis} of {p.measured}"
         lines.append(f"  {spec.id:<46} new    {at_least + _fmt_tokens(p.tokens):>7} "
-                     f"{at_least + _fmt_seconds(p.seconds):>8}  "
-                     f"{'[' + _fmt_seconds(p.low) + ', ' + _fmt_seconds(p.high) + ']':<19} {basis}")
+                     f"{at_least + format_seconds(p.seconds):>8}  "
+                     f"{'[' + format_seconds(p.low) + ', ' + format_seconds(p.high) + ']':<19} {basis}")
     cached = sum(p is None for _, p in estimate.rows)
     lines.append("per data type (new stages of its cells' chains; shared stages count in each, "
                  "so these overlap):")

@@ -26,21 +26,12 @@ import sys
 import time
 from collections import defaultdict
 
-from orchestrator.estimate import Estimator, Observation, kind_of, observe
+from orchestrator.estimate import Estimator, Observation, format_seconds, kind_of, observe
 from orchestrator.planning import Plan, StageSpec
 from orchestrator.stages.evaluate import EvalResult
 from orchestrator.store import Outcome
 
 LOG_STATUS_SECONDS = 60.0
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _predicted(estimator: Estimator, spec: StageSpec):
