@@ -80,12 +80,20 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def start_head(self, num_cpus: int, resources: dict, dashboard: bool) -> Node:
-        args = ["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}",
+        args = ["--head", f"--port={self.port}",
                 f"--include-dashboard={str(dashboard).lower()}", "--dashboard-host=127.0.0.1"]
+        if self._importable("grpc"):
+            # ray[client] is there: the head starts a client server, by default on 10001.
+            args.append(f"--ray-client-server-port={free_port()}")
         if dashboard:
             self.dashboard_port = free_port()
             args.append(f"--dashboard-port={self.dashboard_port}")
         return self._start("head", num_cpus, resources, args)
+
+    def _importable(self, module: str) -> bool:
+        probe = subprocess.run([sys.executable, "-c", f"import {module}"], env=self.env,
+                               capture_output=True, timeout=60)
+        return probe.returncode == 0
 
     def add_worker(self, name: str, num_cpus: int, resources: dict) -> Node:
         return self._start(name, num_cpus, resources, [f"--address={self.address}"])
