@@ -32,6 +32,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from orchestrator.processes import end_group
+
 from ..conftest import ROOT, run_command
 from ..faults.sweep_process import SMALL, Sweep, assert_one_result_per_cell, stage_runs
 from .ray_nodes import RAY, LocalCluster
@@ -164,9 +166,10 @@ def test_a_lost_node_is_survived_and_its_stage_retried_elsewhere(cluster, tmp_pa
         cluster.kill(victim)
         survivor = _wait_for(lambda: cluster.running_stage("base_model"), 240, run)
         TIMINGS["node lost -> stage running again elsewhere"] = time.monotonic() - killed_at
-        code = run.finish(timeout=SWEEP_TIMEOUT_S)
-    finally:
-        run.finish(timeout=30)
+    except BaseException:
+        end_group(run.process)          # the sweep and its driver's processes; not the nodes
+        raise
+    code = run.finish(timeout=SWEEP_TIMEOUT_S)
     TIMINGS["sweep with a node lost"] = time.monotonic() - started
     assert survivor is not victim
     assert code == 0, run.text[-3000:]
