@@ -22,6 +22,7 @@ of guessing. Must not import ray or mlflow: tests replay recorded sweeps through
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -153,7 +154,9 @@ class Progress:
         if not all_durations and any(p is None for p in predicted):
             return None, True
         now = time.monotonic()
-        fallback = sum(all_durations) / len(all_durations) if all_durations else 0.0
+        # The median, not the mean: one long stage (the base model's pre-training, minutes
+        # where a cell's stages take seconds) made every unmeasured stage look that slow.
+        fallback = statistics.median(all_durations) if all_durations else 0.0
         # A kind no stage of has finished yet takes at least as long as its
         # longest-running member so far (a slow base model must not read "ETA 8s").
         running_for: dict[str, float] = defaultdict(float)

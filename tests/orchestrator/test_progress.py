@@ -147,3 +147,20 @@ def test_eta_replaying_a_real_sweep_is_within_1_5x(finished_store, monkeypatch):
                 f"{[round(r, 2) for r in ratios]})")
     print("ETA / time left after each stage:", [f"{r:.2f}" for r in ratios])
     assert len(ratios) == len(new) - 1
+
+
+def test_one_long_stage_does_not_make_every_unmeasured_stage_look_as_slow():
+    """The demo's base model pre-trains for minutes, its cells' stages take seconds: an
+    unmeasured kind is guessed at the median finished stage, not the mean (the mean read
+    'ETA >1h26m' 20 minutes into a fresh demo with under half an hour left)."""
+    plan = expand_grid(config_from_dict({"grid": {"sizes": [10, 20, 40]},
+                                         "task": {"n_train": 100}}))
+    progress = Progress(plan, parallelism=1, stream=io.StringIO())
+    base, teacher, *cells = plan.specs
+    progress.finished(base, outcome(base, 600.0))
+    progress.finished(teacher, outcome(teacher, 2.0))
+    sft = [s for s in cells if s.stage == "sft"]
+    progress.finished(sft[0], outcome(sft[0], 10.0))
+    # left: two sft (measured kind: 20 s and 40 s at sft10's speed) and three evaluations,
+    # unmeasured: 10 s each, the median of 600, 2 and 10 (the mean would be 204 s each)
+    assert progress.eta_seconds() == 20 + 40 + 3 * 10
