@@ -87,24 +87,26 @@ def mlflow_server(tmp_path_factory):
                            stdout=log, stderr=subprocess.STDOUT, cwd=home)
     try:
         uri = f"http://127.0.0.1:{port}"
-        _wait_until_healthy(proc, uri, home / "server.log")
+        wait_until_healthy(proc, uri, home / "server.log")
         yield uri
     finally:
         end_group(proc)
 
 
-def _wait_until_healthy(proc: subprocess.Popen, uri: str, log: Path) -> None:
-    deadline = time.time() + 90
+def wait_until_healthy(proc: subprocess.Popen, uri: str, log: Path, what: str = "mlflow server",
+                       timeout_s: float = 90) -> None:
+    """Until `uri`/health answers 200; fails with the server's log if `proc` exits first."""
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited: {log.read_text()[-2000:]}")
+            pytest.fail(f"{what} exited: {log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    pytest.fail("mlflow server did not come up within 90 s")
+    pytest.fail(f"{what} did not come up within {timeout_s:g} s")
 
 
 @pytest.fixture(autouse=True)

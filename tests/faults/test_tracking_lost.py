@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.processes import end_group, start_group
 
-from ..conftest import ROOT, _wait_until_healthy, free_port
+from ..conftest import ROOT, free_port, wait_until_healthy
 from .sweep_process import Sweep, assert_one_result_per_cell, stage_runs
 
 STAGES = 4
@@ -29,7 +29,7 @@ def _server(home, port: int):
         proc = start_group(["bash", str(ROOT / "cluster" / "mlflow-server.sh")], env=env,
                            stdout=log, stderr=subprocess.STDOUT, cwd=home)
     try:
-        _wait_until_healthy(proc, f"http://127.0.0.1:{port}", home / "server.log")
+        wait_until_healthy(proc, f"http://127.0.0.1:{port}", home / "server.log")
     except BaseException:
         end_group(proc, grace_s=0)
         raise

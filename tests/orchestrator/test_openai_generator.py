@@ -23,8 +23,8 @@ from orchestrator.planning import expand_grid
 from orchestrator.records import read_rows
 from orchestrator.store import ArtifactStore, run_cached
 
-from ..conftest import ROOT, free_port
-from .test_openai_teacher import KEY, KEY_VAR, Proxy, _wait_until_healthy, cached_lines, files_with
+from ..conftest import ROOT, free_port, wait_until_healthy
+from .test_openai_teacher import KEY, KEY_VAR, Proxy, cached_lines, files_with
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def path_server(tmp_path_factory):
                            env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=home)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_until_healthy(proc, url, log)
+        wait_until_healthy(proc, url, log, "transformers serve", timeout_s=120)
         yield url, log
     finally:
         end_group(proc)

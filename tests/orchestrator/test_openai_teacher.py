@@ -35,7 +35,7 @@ from orchestrator.store import ArtifactStore, run_cached
 from orchestrator.tasks import format_prompt, make_task
 from orchestrator.verify import verify_store
 
-from ..conftest import ROOT, free_port, run_command
+from ..conftest import ROOT, free_port, run_command, wait_until_healthy
 from ..faults.test_secrets import _files_with, _ray_sessions
 
 pytestmark = pytest.mark.slow
@@ -118,24 +118,10 @@ def served_model(tmp_path_factory):
                            env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=home)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_until_healthy(proc, url, log)
+        wait_until_healthy(proc, url, log, "transformers serve", timeout_s=120)
         yield url, str(folder), log
     finally:
         end_group(proc)
-
-
-def _wait_until_healthy(proc, url: str, log: Path) -> None:
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"transformers serve exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail("transformers serve did not come up within 120 s")
 
 
 # ---------------------------------------------------------------- the counting proxy
