@@ -21,6 +21,15 @@ from orchestrator.errors import one_line
 LIVE_PLOTS = ("curves.png", "multipliers.png", "paired.png")
 
 
+def fit_options(config: Config, n_boot: int):
+    """The analysis's FitOptions for this sweep (analysis.*), with `n_boot` resamples: the
+    final fit's and the live fits' differ only there."""
+    from analysis import FitOptions
+
+    return FitOptions(baseline=config.analysis.baseline, n_boot=n_boot,
+                      level=config.analysis.level)
+
+
 class LiveCurves:
     def __init__(self, config: Config, tracker, stream, clock=time.monotonic):
         self.config, self.tracker, self.stream, self.clock = config, tracker, stream, clock
@@ -42,11 +51,9 @@ class LiveCurves:
                               "analysis still runs\n")
 
     def _refresh(self, results_csv: Path, cells_done: int) -> None:
-        from analysis import FitOptions, InputError, run_fit
+        from analysis import InputError, run_fit
 
-        analysis = self.config.analysis
-        options = FitOptions(baseline=analysis.baseline, n_boot=analysis.live_n_boot,
-                             level=analysis.level)
+        options = fit_options(self.config, self.config.analysis.live_n_boot)
         try:
             report = run_fit(results_csv, self.config.output_dir / "analysis_live", options)
         except InputError:              # e.g. the baseline has no finished cell yet

@@ -27,7 +27,7 @@ from orchestrator.credit_check import pit_check_metrics, pit_check_table
 from orchestrator.errors import one_line
 from orchestrator.estimate import Estimator
 from orchestrator.files import write_atomically
-from orchestrator.live import LiveCurves
+from orchestrator.live import LiveCurves, fit_options
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
 from orchestrator.processes import end_group
 from orchestrator.progress import Progress
@@ -403,10 +403,9 @@ def _check_placeable(plan: Plan, where: str, stream) -> None:
 
 def analyse(config: Config, results_csv: Path, tracker, events: SweepEvents) -> tuple[list[Path], str]:
     """Fit the scaling laws on the fresh results and log them to the sweep's run."""
-    from analysis import FitOptions, InputError, run_fit
+    from analysis import InputError, run_fit
 
-    options = FitOptions(baseline=config.analysis.baseline, n_boot=config.analysis.n_boot,
-                         level=config.analysis.level)
+    options = fit_options(config, config.analysis.n_boot)
     try:
         report = run_fit(results_csv, config.output_dir / "analysis", options)
     except InputError as exc:
