@@ -33,6 +33,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.processes import end_group
+from orchestrator.store import OWNER
 
 from ..conftest import ROOT, run_command
 from ..faults.sweep_process import SMALL, Sweep, assert_one_result_per_cell, stage_runs
@@ -161,7 +162,11 @@ def test_a_lost_node_is_survived_and_its_stage_retried_elsewhere(cluster, tmp_pa
     run = Sweep(out, f"cluster.address=127.0.0.1:{cluster.port}", "cluster.max_retries=2")
     try:
         victim = _wait_for(lambda: cluster.running_stage("base_model"), 240, run)
-        time.sleep(2)                   # well into the stage: it has written its attempt
+        # Well into the stage: it has written its attempt folder, the trace by which the
+        # retry is told apart from a first run. (A fixed sleep was too short on a loaded
+        # CI machine, where importing torch in the worker alone can take longer.)
+        attempts = out / "artifacts" / "base_model"
+        _wait_for(lambda: next(attempts.glob(f".tmp-*/{OWNER}"), None), 240, run)
         killed_at = time.monotonic()
         cluster.kill(victim)
         survivor = _wait_for(lambda: cluster.running_stage("base_model"), 240, run)
