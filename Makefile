@@ -32,7 +32,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu sweep plan show grade ui gc verify power suggest fit fit-2d docs test test-fast faults bench gpu-check lint clean
+.PHONY: help install install-gpu sweep plan show grade ui gc verify power suggest throughput-prior fit fit-2d docs test test-fast faults bench gpu-check lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -93,6 +93,11 @@ power: install ## can CONFIG's grid tell k = 2 from 1? make power CONFIG=... PIL
 
 suggest: install ## the next cells for a multiplier's CI: make suggest RESULTS=... GROUP=rft_self
 	$(PY) -m analysis suggest $(RESULTS) --group $(or $(GROUP),rft_self) $(ARGS)
+
+throughput-prior: install ## rewrite the ETA's shipped prior from a finished demo: make throughput-prior STORE=runs/demo/artifacts
+	$(PY) -c "import sys; from pathlib import Path; from orchestrator.estimate import write_prior; \
+	print(write_prior(Path(sys.argv[1])), 'stages ->', 'orchestrator/throughput_prior.json')" \
+	$(or $(STORE),runs/demo/artifacts)
 
 fit: install ## fit scaling laws: make fit RESULTS=runs/demo/results.csv
 	$(PY) -m analysis fit $(RESULTS) --baseline sft_teacher --out $(FIT_OUT)

@@ -256,8 +256,9 @@ def _estimate(config, stores: list[str], price: float | None) -> str:
     if price is not None and price < 0:
         raise ConfigError(f"--price-per-device-hour: expected a number >= 0, got {price}")
     own = ArtifactStore(config.artifacts_dir)
-    estimate = estimate_plan(expand_grid(config), lambda spec: own.is_done(spec.stage, spec.key),
-                             Estimator.from_stores(roots), devices_reserved)
+    plan = expand_grid(config)
+    estimate = estimate_plan(plan, lambda spec: own.is_done(spec.stage, spec.key),
+                             Estimator.from_stores(roots).with_prior(plan), devices_reserved)
     return describe_estimate(estimate, [str(r) for r in roots], price)
 
 

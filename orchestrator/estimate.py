@@ -22,18 +22,29 @@ not `sft`), the model is:
   of 2 worth two residuals (`ASSUMED_LOG_SPREAD`, `PRIOR_DOF`), so a kind measured once or
   twice gets a factor-2-ish interval, not a zero or an infinite one.
 
-A kind that never ran borrows the fit of its stage's other variants (`basis` "stage"),
-and failing that gets a lower bound (`basis` "lower bound"): one token per unit at the
-fastest seconds-per-token measured for any kind. A lower bound is marked as such
-wherever it is shown and makes every total that includes it a lower bound.
+A kind the stores never measured is predicted, first found first: from the shipped prior
+(`basis` "prior", below), from its stage's other variants (`basis` "stage"), and failing
+that by a lower bound (`basis` "lower bound"): one token per unit at the fastest
+seconds-per-token measured for any kind. A lower bound is marked as such wherever it is
+shown and makes every total that includes it a lower bound.
+
+The shipped prior (`throughput_prior.json` beside this module, written by `make
+throughput-prior` from the embedded demo's store) holds the demo's own measurements, so
+a fresh store's first `make sweep` has an ETA and `plan --estimate` has figures. It
+applies only to plans of the same model (the tiny model's architecture) on CPU stages,
+and it was timed on another machine: `plan --estimate` widens its intervals by
+`PRIOR_MACHINE_FACTOR` either way, and the live ETA rescales it by the speed the sweep
+measures (orchestrator/progress.py).
 
 Pure: reads JSON files; must not import ray, mlflow or torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -50,6 +61,10 @@ VARIANT_KINDS = ("sft", "dpo")          # variants of these train on different d
 ASSUMED_LOG_SPREAD = math.log(2.0) / 1.96   # 95 % within a factor of 2 when nothing says more
 PRIOR_DOF = 2                               # ... worth this many residuals
 LEVEL = 0.95
+PRIOR_FILE = Path(__file__).with_name("throughput_prior.json")
+PRIOR_MACHINE_FACTOR = 3.0       # another machine: up to 3x slower or faster, unmeasured
+ARCHITECTURE = ("base", "hidden_size", "intermediate_size", "num_heads", "num_layers",
+                "vocab_size", "max_position_embeddings")
 
 
 def _n_from_id(spec_id: str) -> float:
@@ -114,7 +129,8 @@ class Prediction:
     low: float
     high: float
     tokens: float
-    basis: str              # "fit" (this kind), "stage" (its stage's other variants), "lower bound"
+    basis: str              # "fit" (this kind), "prior" (the shipped prior's fit of it),
+                            # "stage" (its stage's other variants), "lower bound"
     measured: int = 0       # finished stages the fit rests on
 
     @property
@@ -209,11 +225,13 @@ def _affine_log(xs: list[float], ys: list[float]) -> tuple[float, float, int]:
 class Estimator:
     """Throughput per stage kind from finished stages; predicts stages that have not run."""
 
-    def __init__(self, observations: Iterable[Observation] = ()):
+    def __init__(self, observations: Iterable[Observation] = (),
+                 prior: Iterable[Observation] = ()):
         self.observations: list[Observation] = []
         self._fits: dict[str, KindFit] = {}
         for o in observations:
             self.add(o)
+        self.prior = Estimator(prior) if prior else None
 
     def add(self, observation: Observation) -> None:
         if observation.seconds > 0:
@@ -233,14 +251,26 @@ class Estimator:
             self._fits[cache] = fit_kind(chosen)
         return self._fits[cache]
 
+    def with_prior(self, plan) -> Estimator:
+        """This estimator, falling back on the shipped prior for kinds it has not measured
+        when `plan` is one the prior applies to (`shipped_prior`)."""
+        return Estimator(self.observations, shipped_prior(plan))
+
     def predict(self, stage: str, params: Any, spec_id: str) -> Prediction:
         params = params if isinstance(params, dict) else to_dict(params)
         units = units_of(stage, params, spec_id)
         kind = kind_of(stage, spec_id)
-        for name, by, basis in ((kind, "kind", "fit"), (stage, "stage", "stage")):
-            fit = self._fit(name, by)
-            if fit is not None:
-                return fit.predict(units, basis)
+        fit = self._fit(kind, "kind")
+        if fit is not None:
+            return fit.predict(units, "fit")
+        prior = self.prior and self.prior._fit(kind, "kind")
+        if prior:
+            p = prior.predict(units, "prior")
+            return dataclasses.replace(p, low=p.low / PRIOR_MACHINE_FACTOR,
+                                       high=p.high * PRIOR_MACHINE_FACTOR)
+        fit = self._fit(stage, "stage")
+        if fit is not None:
+            return fit.predict(units, "stage")
         return self._lower_bound(stage, units)
 
     def _lower_bound(self, stage: str, units: float) -> Prediction:
@@ -269,6 +299,43 @@ def read_store(root: Path) -> list[Observation]:
         if observation is not None:
             found.append(observation)
     return found
+
+
+def shipped_prior(plan, path: Path = PRIOR_FILE) -> list[Observation]:
+    """The prior's observations when `plan` builds the model they were measured on (its
+    base model stage has the same architecture) and no stage asks for a GPU; none
+    otherwise, or when the file is missing or unreadable."""
+    try:
+        recorded = json.loads(path.read_text())
+        measured = [Observation(**o) for o in recorded["observations"]]
+        architecture = recorded["architecture"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if any(spec.resources.num_gpus > 0 for spec in plan.specs):
+        return []
+    for spec in plan.specs:
+        model = to_dict(spec.params).get("model") if spec.stage == "base_model" else None
+        if model is not None and architecture != {name: model.get(name) for name in ARCHITECTURE}:
+            return []
+    return measured
+
+
+def write_prior(root: Path, path: Path = PRIOR_FILE) -> int:
+    """Write the prior from the finished stages of store `root` (the embedded demo's),
+    with the architecture of the model they trained; returns how many stages."""
+    bases = [json.loads(spec.read_text()) for spec in sorted(root.glob(f"base_model/*/{SPEC}"))]
+    if len(bases) != 1:
+        raise ValueError(f"{root}: the prior needs a store of one base model, found {len(bases)}")
+    model = bases[0]["params"]["model"]
+    observations = [dataclasses.asdict(dataclasses.replace(o, key="")) for o in read_store(root)]
+    path.write_text(json.dumps({
+        "about": "stage throughput of the embedded demo, read by orchestrator/estimate.py "
+                 "(shipped_prior); regenerate with `make throughput-prior`",
+        "measured_with": bases[0].get("provenance", {}),
+        "cpus": os.cpu_count(),
+        "architecture": {name: model.get(name) for name in ARCHITECTURE},
+        "observations": observations}, indent=1, sort_keys=True) + "\n")
+    return len(observations)
 
 
 def observe(stage: str, params: Any, spec_id: str, result: Any, key: str = ""
@@ -377,7 +444,11 @@ def describe_estimate(estimate: PlanEstimate, stores: list[str], price: float | 
     lines.append(f"sweep: {cached} cached, {estimate.sweep.stages} new; stage time summed "
                  "over stages (divide by the stages that run at once for wall-clock):")
     lines.append(_fmt_total("all", estimate.sweep, price))
-    if not estimate.observations:
+    if any(p is not None and p.basis == "prior" for _, p in estimate.rows):
+        lines.append(f"'prior': a kind no store here has run, from {PRIOR_FILE.name} (the "
+                     "embedded demo's stages, timed on another machine; intervals widened "
+                     f"{PRIOR_MACHINE_FACTOR:g}x either way)")
+    elif not estimate.observations:
         lines.append("no finished stages to measure throughput from: every time above is a "
                      "lower bound of 0; point --store at a store where stages have run (a pilot "
                      "or smoke sweep's artifacts)")

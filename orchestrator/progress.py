@@ -5,10 +5,11 @@ terminal, a status line redrawn in place while stages run. The ETA is the cost
 model of `plan --estimate` (orchestrator/estimate.py) over the stages left, divided
 by how many run at once. Each stage left is predicted, first found first:
 
-1. from the throughput its kind measured in the store before this sweep (the
-   estimator the sweep passes in), times this sweep's speed: actual / predicted
-   seconds of the stages of that kind already done here, or of all kinds until one
-   of its own is done (the machine is busier, or faster, than the one that measured);
+1. from the throughput its kind measured in the store before this sweep, or else in
+   the shipped prior (the estimator the sweep passes in), times this sweep's speed:
+   actual / predicted seconds of the stages of that kind already done here, or of all
+   kinds until one of its own is done (the machine is busier, or faster, than the one
+   that measured);
 2. from the stages of its kind done in this sweep (the same model, fitted on them);
 3. from its stage's other variants, measured before (times the speed) or here;
 4. otherwise a lower bound: the mean duration of the stages done here, or as long as
@@ -175,7 +176,7 @@ class Progress:
         """Seconds for a stage not done yet (the module docstring's order); None: unknown."""
         before = self.prior.get(spec.key)
         kind = kind_of(spec.stage, spec.id)
-        if before is not None and before.basis == "fit":
+        if before is not None and before.basis in ("fit", "prior"):
             return before.seconds * self._speed(kind)
         here = _predicted(self.live, spec) if self.live.observations else None
         if here is not None and here.basis == "fit":
@@ -197,6 +198,8 @@ class Progress:
             eta_text = "ETA after the first stage"
         else:
             eta_text = f"ETA {'>' if lower_bound else '~'}{format_seconds(eta)}"
+            if not any(self.durations.values()):      # nothing timed on this machine yet
+                eta_text += " (from earlier runs, before any timing here)"
         running = sorted(self.in_flight, key=self.in_flight.get)[:3]
         names = ", ".join(self.plan.get(k).id for k in running)
         elapsed = format_seconds(time.monotonic() - self.start)

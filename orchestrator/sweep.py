@@ -309,9 +309,10 @@ def _sweep(config: Config, stream, at_end: ExitStack) -> SweepSummary:
         # kill -9 runs no `finally`: the reaper then ends the runs this process left RUNNING.
         at_end.callback(end_group, start_reaper(tracker.uri, tracker.experiment_id,
                                                 tracker.parent_id, out / "reaper.log"))
-        # The ETA's cost model: throughput measured by the store's finished stages.
+        # The ETA's cost model: throughput measured by the store's finished stages, and
+        # for kinds it never ran the shipped prior (the embedded demo's, on its model).
         progress = Progress(plan, 1 if all_cached else concurrent_stages(plan), stream,
-                            Estimator.from_stores([config.artifacts_dir]))
+                            Estimator.from_stores([config.artifacts_dir]).with_prior(plan))
         events = SweepEvents(config, plan, progress, tracker, stream)
         try:
             report = run_plan(plan, config, events)

@@ -140,3 +140,33 @@ def test_an_empty_store_says_every_time_is_a_lower_bound():
     assert estimate.sweep.lower_bound and estimate.sweep.seconds == 0
     text = describe_estimate(estimate, ["runs/x/artifacts"], price=1.0)
     assert "no finished stages to measure throughput from" in text and "$>=0.00" in text
+
+
+def test_the_shipped_prior_applies_only_to_its_own_model_on_cpu():
+    """The demo's measurements predict the demo's kinds on a fresh store; a plan of another
+    architecture or with GPU stages gets nothing from them (lower bounds, as before)."""
+    from orchestrator.config import load_config
+    from orchestrator.estimate import shipped_prior
+
+    demo = expand_grid(load_config(ROOT / "experiments" / "demo.yaml", []))
+    assert {o.kind for o in shipped_prior(demo)} >= {kind_of(s.stage, s.id) for s in demo.specs}
+    wider = expand_grid(load_config(ROOT / "experiments" / "demo.yaml", ["model.hidden_size=256"]))
+    gpu = expand_grid(load_config(ROOT / "experiments" / "demo.yaml",
+                                  ["cluster.num_gpus=1", "cluster.resources.sft.num_gpus=1"]))
+    assert shipped_prior(wider) == [] and shipped_prior(gpu) == []
+
+    fresh = estimate_plan(demo, lambda s: False, Estimator().with_prior(demo), devices_reserved)
+    assert {p.basis for _, p in fresh.rows} == {"prior"} and not fresh.sweep.lower_bound
+    assert fresh.sweep.low < fresh.sweep.seconds < fresh.sweep.high
+    other = estimate_plan(wider, lambda s: False, Estimator().with_prior(wider), devices_reserved)
+    assert other.sweep.lower_bound
+
+
+def test_a_missing_or_broken_prior_is_no_prior(tmp_path):
+    from orchestrator.config import load_config
+    from orchestrator.estimate import shipped_prior
+
+    demo = expand_grid(load_config(ROOT / "experiments" / "demo.yaml", []))
+    (tmp_path / "broken.json").write_text("{")
+    assert shipped_prior(demo, tmp_path / "absent.json") == []
+    assert shipped_prior(demo, tmp_path / "broken.json") == []
