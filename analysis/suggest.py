@@ -17,9 +17,12 @@ Each design's expected CI width of k(n*) (as the factor k_hi / k_lo) is estimate
 simulation, as `analysis.power` does: the two groups' fitted laws are the truth, every
 cell gets its group's pilot seed spread and the binomial error of its n_test, and each
 simulated sweep goes through the project's own fit and bootstrap. The cost of a design is
-what it adds, in device-seconds, from a cost model fitted to the pilot's `device_seconds`
-per cell (linear in n, per group); test problems cost evaluation time, which results.csv
-does not hold: that candidate's cost is unknown and it is listed without a rank.
+what it adds, in device-seconds, from a cost model fitted to the pilot's cost per cell
+(`device_seconds` + `eval_device_seconds`, linear in n, per group). More test problems
+re-run every evaluation of both groups at twice the test set, priced at twice the pilot's
+`eval_device_seconds` per cell (an upper bound: an evaluation's start-up does not
+double). Results without `eval_device_seconds` (written before it existed) leave that
+candidate's cost unknown and it is listed without a rank.
 The current design is simulated the same way, so every width is compared like for like.
 
 Pure numpy/pandas; no I/O; imports nothing from the orchestrator.
@@ -60,6 +63,8 @@ def cost_model(frame: pd.DataFrame, groups: tuple[str, str]) -> dict[str, np.nda
     for group in groups:
         part = frame[frame["group"] == group]
         n, cost = part["cell_size"].to_numpy(float), part["device_seconds"].to_numpy(float)
+        if "eval_device_seconds" in part.columns:
+            cost = cost + part["eval_device_seconds"].fillna(0.0).to_numpy(float)
         if len(np.unique(n)) < 2:
             model[group] = np.array([0.0, float(np.mean(cost / n))])
             continue
@@ -71,6 +76,18 @@ def cost_model(frame: pd.DataFrame, groups: tuple[str, str]) -> dict[str, np.nda
 
 def cells_cost(model: dict[str, np.ndarray], sizes, seeds: int) -> float:
     return float(sum(seeds * (a + b * n) for a, b in model.values() for n in sizes))
+
+
+def more_test_problems_cost(frame: pd.DataFrame, groups: tuple[str, str], design: Design
+                            ) -> float:
+    """Device-seconds of re-evaluating every cell of `design` on twice the test set: twice
+    each group's mean `eval_device_seconds` per cell; NaN when the results lack it."""
+    if "eval_device_seconds" not in frame.columns:
+        return np.nan
+    per_cell = frame[frame["group"].isin(groups)].groupby("group")["eval_device_seconds"].mean()
+    if per_cell.isna().any() or len(per_cell) < len(groups):
+        return np.nan
+    return float(2 * per_cell.sum() * len(design.sizes) * design.seeds)
 
 
 def candidates(current: Design) -> dict[str, Design]:
@@ -164,11 +181,14 @@ def suggest(frame: pd.DataFrame, baseline: str, group: str, n_test: int, *,
     now = log_widths(current)
     rows = []
     for name, design in candidates(current).items():
-        added = (cells_cost(costs, design.sizes, design.seeds)
-                 - cells_cost(costs, current.sizes, current.seeds))
+        if name == "test problems":
+            added = more_test_problems_cost(pair, (baseline, group), current)
+        else:
+            added = (cells_cost(costs, design.sizes, design.seeds)
+                     - cells_cost(costs, current.sizes, current.seeds))
         paired = now - log_widths(design)           # > 0: the CI narrows (in log width)
         gain, noise = float(paired.mean()), float(paired.std(ddof=1) / np.sqrt(sims))
-        unknown = name == "test problems"
+        unknown = bool(np.isnan(added))
         rows.append({"candidate": name, "overrides": _overrides(name, design, current),
                      "added_device_seconds": np.nan if unknown else added,
                      "k_width": float(np.exp(np.median(now - paired))),
@@ -223,6 +243,6 @@ def describe_suggestions(table: pd.DataFrame, head: str, warnings: list[str]) ->
                      f"{rate:>10}  {r.overrides}")
     lines.append("  (gain: how much the CI narrows, in log k_hi/k_lo, ± 2 simulation standard "
                  "errors; ranked by (gain - 2 SE) per device-hour, '-': not clear of the noise or "
-                 "cost unknown: test problems cost evaluation time, which results.csv lacks)")
+                 "cost unknown: test problems need results.csv's eval_device_seconds)")
     lines += [f"warning: {w}" for w in warnings]
     return "\n".join(lines)

@@ -197,11 +197,14 @@ def results_from_mlflow_runs(runs: pd.DataFrame) -> pd.DataFrame:
         runs = runs[runs["tags.synthscale_kind"] != "failure"]
     metrics = {c: c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")}
     # The sweep logs a cell's whole-chain cost as chain_* on its evaluate run
-    # (the unprefixed names are the evaluation's own cost): prefer the chain.
+    # (the unprefixed names are the evaluation's own cost): prefer the chain, and keep the
+    # evaluation's own device time as results.csv does (eval_device_seconds).
     for name in COST_COLUMNS:
         if f"metrics.chain_{name}" in runs.columns:
             metrics.pop(f"metrics.{name}", None)
             metrics[f"metrics.chain_{name}"] = name
+    if "metrics.chain_device_seconds" in runs.columns and "metrics.device_seconds" in runs.columns:
+        metrics["metrics.device_seconds"] = "eval_device_seconds"
     out = runs[list(metrics)].rename(columns=metrics)
     out.insert(0, "seed", pd.to_numeric(runs["tags.seed"], errors="coerce"))
     out.insert(0, "n", pd.to_numeric(runs["tags.n"], errors="coerce"))

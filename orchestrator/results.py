@@ -13,6 +13,9 @@ cell's whole stage chain:
   teacher pool counts in proportion n / pool size (the cell uses a prefix).
 - `device_seconds`: each stage's wall seconds times the devices it reserved
   (GPUs, or CPUs for a CPU-only stage).
+- `eval_device_seconds`: the same for the cell's evaluation alone (left out of the
+  above): what measuring the cell on `n_test` problems costs, so that planning
+  (`synthscale suggest`) can price more test problems.
 
 `per_problem.csv`: one row per cell and test problem (`correct` 0/1), for
 bootstrapping over test problems.
@@ -41,7 +44,8 @@ COST_FIELDS = ("train_tokens", "generated_tokens", "wall_seconds")   # of StageR
 
 RESULT_COLUMNS = ["experiment", "data_type", "n", "seed", "test_error", "pass_at_1", "pass_at_k",
                   "k", "n_test", "model", "train_examples", "train_steps", "train_tokens",
-                  "generated_tokens", "wall_seconds", "device_seconds", "eval_key"]
+                  "generated_tokens", "wall_seconds", "device_seconds", "eval_device_seconds",
+                  "eval_key"]
 
 
 def devices_reserved(spec: StageSpec) -> float:
@@ -89,6 +93,8 @@ def results_table(plan: Plan, outcomes: dict[str, Outcome], experiment: str, mod
             "pass_at_k": ev.pass_at_k, "k": ev.k, "n_test": ev.n_test,
             "model": model, **final_training(plan, cell, outcomes),
             **chain_cost(plan, cell, outcomes, pool_size),
+            "eval_device_seconds": round(ev.wall_seconds
+                                         * devices_reserved(plan.get(cell.eval_key)), 3),
             "eval_key": cell.eval_key[:16],
         })
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)

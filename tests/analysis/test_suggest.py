@@ -84,3 +84,21 @@ def test_the_command_line_ranks_and_prints_overrides(tmp_path):
                           "--group", "nope"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().endswith("no rows of 'nope' in the results")
+
+
+def test_more_test_problems_are_priced_from_the_evaluations_cost():
+    """results.csv's eval_device_seconds prices the 'test problems' candidate: every cell
+    of both groups evaluated again on twice the test set, at twice its evaluation's cost.
+    Results without the column (older sweeps) leave it unpriced and unranked."""
+    frame = pilot()
+    frame["eval_device_seconds"] = np.where(frame["group"] == "rft_self", 3.0, 2.0)
+    table, _, _ = suggest(frame, "sft_teacher", "rft_self", 2000, at_n=800, sims=3, n_boot=20)
+    row = table.set_index("candidate").loc["test problems"]
+    assert row["added_device_seconds"] == pytest.approx(2 * (3.0 + 2.0) * len(SIZES) * 2)
+    seed = table.set_index("candidate").loc["seed"]       # a seed's cells include their evaluation
+    assert seed["added_device_seconds"] == pytest.approx(sum(5 + 0.1 * n + 2.5 for n in SIZES) * 2)
+
+    unpriced, _, _ = suggest(pilot(), "sft_teacher", "rft_self", 2000, at_n=800, sims=3,
+                             n_boot=20)
+    row = unpriced.set_index("candidate").loc["test problems"]
+    assert np.isnan(row["added_device_seconds"]) and np.isnan(row["gain_per_device_hour"])

@@ -133,7 +133,8 @@ def check_mlflow_matches_results(uri, name, results):
     from_mlflow = results_from_mlflow_runs(mlflow.search_runs(experiment_names=[name]))
     merged = results.merge(from_mlflow, on=["data_type", "n", "seed"], suffixes=("", "_mlflow"))
     assert len(merged) == len(results)
-    for column in ("test_error", "train_tokens", "generated_tokens", "device_seconds"):
+    for column in ("test_error", "train_tokens", "generated_tokens", "device_seconds",
+                   "eval_device_seconds"):
         assert merged[column].to_numpy() == pytest.approx(merged[f"{column}_mlflow"].to_numpy(),
                                                           rel=1e-6), column
 
