@@ -16,8 +16,11 @@ by how many run at once. Each stage left is predicted, first found first:
    a stage of that kind has been running, whichever is longer; the ETA is then shown
    as a lower bound (">").
 
-Before any stage has finished and with nothing measured before, it says so instead
-of guessing. Must not import ray or mlflow: tests replay recorded sweeps through it.
+A stage in flight counts for what is left of its prediction, and a stage running past
+its prediction is evidence too: the speed is at least its elapsed / predicted seconds
+(the base model pre-training on a busier machine than the prior's must not leave the
+ETA frozen for minutes). Before any stage has finished and with nothing measured
+before, it says so instead of guessing. Must not import ray or mlflow: tests replay recorded sweeps through it.
 """
 
 from __future__ import annotations
@@ -169,6 +172,8 @@ class Progress:
             if seconds is None:
                 unmeasured = True
                 seconds = max(fallback, running_for.get(spec.stage, 0.0))
+            elif spec.key in self.in_flight:        # what is left of it
+                seconds = max(seconds - (now - self.in_flight[spec.key]), 0.0)
             work += seconds
         return work / self.parallelism, unmeasured
 
@@ -188,9 +193,19 @@ class Progress:
         return None
 
     def _speed(self, kind: str) -> float:
-        """Actual / predicted seconds of this sweep's done stages: of `kind` once one is."""
-        actual, predicted = self.speed[kind] if self.speed[kind][1] > 0 else self.speed["*"]
-        return actual / predicted if predicted > 0 else 1.0
+        """Actual / predicted seconds of this sweep's done stages: of `kind` once one is;
+        at least elapsed / predicted of any stage of theirs still running past it."""
+        own = self.speed[kind][1] > 0
+        actual, predicted = self.speed[kind] if own else self.speed["*"]
+        speed = actual / predicted if predicted > 0 else 1.0
+        now = time.monotonic()
+        for key, since in self.in_flight.items():
+            spec = self.plan.get(key)
+            before = self.prior.get(key)
+            if (before is not None and before.seconds > 0 and not before.lower_bound
+                    and (not own or kind_of(spec.stage, spec.id) == kind)):
+                speed = max(speed, (now - since) / before.seconds)
+        return speed
 
     def status(self) -> str:
         eta, lower_bound = self._eta()

@@ -206,3 +206,28 @@ def test_a_fresh_demo_sweep_has_an_eta_from_the_shipped_prior():
     assert len(ratios) == len(plan.specs) - 2
     assert "before any timing here" not in progress.status()
     print("ETA / time left after each stage:", [f"{r:.2f}" for r in ratios])
+
+
+def test_a_stage_in_flight_counts_for_what_is_left_and_an_overrun_slows_the_estimate(monkeypatch):
+    """While the demo's base model pre-trains (nothing finished yet), the ETA falls as it
+    runs; past its predicted time, the speed is at least its elapsed / predicted, so the
+    ETA grows with it instead of standing still (it stood at ~23m for 13 minutes)."""
+    from orchestrator.config import load_config
+    from orchestrator.estimate import Estimator
+
+    from ..conftest import ROOT
+
+    plan = expand_grid(load_config(ROOT / "experiments" / "demo.yaml", []))
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    progress = Progress(plan, parallelism=1, stream=io.StringIO(),
+                        estimator=Estimator().with_prior(plan))
+    base = plan.specs[0]
+    predicted = progress.prior[base.key].seconds
+    start = progress.eta_seconds()
+    progress.submitted(base)
+    clock[0] = predicted / 2
+    assert progress.eta_seconds() == pytest.approx(start - predicted / 2)
+    clock[0] = 2 * predicted                          # twice as slow as the prior's machine
+    rest = start - predicted
+    assert progress.eta_seconds() == pytest.approx(2 * rest)
