@@ -16,8 +16,9 @@ by how many run at once. Each stage left is predicted, first found first:
    a stage of that kind has been running, whichever is longer; the ETA is then shown
    as a lower bound (">").
 
-A stage in flight counts for what is left of its prediction, and a stage running past
-its prediction is evidence too: the speed is at least its elapsed / predicted seconds
+A stage running (in flight with its inputs done, among the first `parallelism` such)
+counts for what is left of its prediction, and a stage running past its prediction is
+evidence too: the speed is at least its elapsed / predicted seconds
 (the base model pre-training on a busier machine than the prior's must not leave the
 ETA frozen for minutes). Before any stage has finished and with nothing measured
 before, it says so instead of guessing. Must not import ray or mlflow: tests replay recorded sweeps through it.
@@ -58,6 +59,7 @@ class Progress:
         self.interactive = self.stream.isatty()
         self.done: set[str] = set()
         self.in_flight: dict[str, float] = {}          # key -> submit time
+        self.finished_at: dict[str, float] = {}        # key -> when it finished (or was found)
         self.durations: dict[str, list[float]] = defaultdict(list)
         self.cached = 0
         self.not_run = 0                                # failed, skipped or cancelled
@@ -76,6 +78,7 @@ class Progress:
     def finished(self, spec: StageSpec, outcome: Outcome) -> None:
         self.in_flight.pop(spec.key, None)
         self.done.add(spec.key)
+        self.finished_at[spec.key] = time.monotonic()
         if outcome.cached:
             self.cached += 1
             how = "cached"
@@ -163,17 +166,18 @@ class Progress:
         fallback = statistics.median(all_durations) if all_durations else 0.0
         # A kind no stage of has finished yet takes at least as long as its
         # longest-running member so far (a slow base model must not read "ETA 8s").
+        running = self._running(now)
         running_for: dict[str, float] = defaultdict(float)
-        for key, since in self.in_flight.items():
+        for key, seconds in running.items():
             stage = self.plan.get(key).stage
-            running_for[stage] = max(running_for[stage], now - since)
+            running_for[stage] = max(running_for[stage], seconds)
         work, unmeasured = 0.0, False
         for spec, seconds in zip(remaining, predicted, strict=True):
             if seconds is None:
                 unmeasured = True
                 seconds = max(fallback, running_for.get(spec.stage, 0.0))
-            elif spec.key in self.in_flight:        # what is left of it
-                seconds = max(seconds - (now - self.in_flight[spec.key]), 0.0)
+            elif spec.key in running:               # what is left of it
+                seconds = max(seconds - running[spec.key], 0.0)
             work += seconds
         return work / self.parallelism, unmeasured
 
@@ -198,14 +202,26 @@ class Progress:
         own = self.speed[kind][1] > 0
         actual, predicted = self.speed[kind] if own else self.speed["*"]
         speed = actual / predicted if predicted > 0 else 1.0
-        now = time.monotonic()
-        for key, since in self.in_flight.items():
+        for key, seconds in self._running(time.monotonic()).items():
             spec = self.plan.get(key)
             before = self.prior.get(key)
             if (before is not None and before.seconds > 0 and not before.lower_bound
                     and (not own or kind_of(spec.stage, spec.id) == kind)):
-                speed = max(speed, (now - since) / before.seconds)
+                speed = max(speed, seconds / before.seconds)
         return speed
+
+    def _running(self, now: float) -> dict[str, float]:
+        """Seconds each stage in flight has probably been running. The runner submits a
+        stage before its inputs exist (Ray holds it until they do), and more stages than
+        run at once: so counted from when its last input finished, and only for the
+        `parallelism` stages that became ready first (the rest wait for a slot)."""
+        ready = {}
+        for key, submitted in self.in_flight.items():
+            inputs = [k for _, k in self.plan.get(key).inputs]
+            if all(k in self.finished_at for k in inputs):
+                ready[key] = max([submitted, *(self.finished_at[k] for k in inputs)])
+        first = sorted(ready, key=ready.get)[:self.parallelism]
+        return {key: now - ready[key] for key in first}
 
     def status(self) -> str:
         eta, lower_bound = self._eta()

@@ -231,3 +231,28 @@ def test_a_stage_in_flight_counts_for_what_is_left_and_an_overrun_slows_the_esti
     clock[0] = 2 * predicted                          # twice as slow as the prior's machine
     rest = start - predicted
     assert progress.eta_seconds() == pytest.approx(2 * rest)
+
+
+def test_a_stage_waiting_for_its_inputs_or_a_slot_is_not_running(monkeypatch):
+    """The runner submits cells' stages while the base model still pre-trains: they wait
+    in Ray and say nothing about speed (counted as running, a waiting 1-second stage read
+    'ETA ~495h' a minute into the demo)."""
+    from orchestrator.config import load_config
+    from orchestrator.estimate import Estimator
+
+    from ..conftest import ROOT
+
+    plan = expand_grid(load_config(ROOT / "experiments" / "demo.yaml", []))
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    progress = Progress(plan, parallelism=1, stream=io.StringIO(),
+                        estimator=Estimator().with_prior(plan))
+    base, teacher, *cells = plan.specs
+    start = progress.eta_seconds()
+    for spec in (base, teacher, *cells[:4]):
+        progress.submitted(spec)
+    progress.finished(teacher, outcome(teacher, progress.prior[teacher.key].seconds))
+    clock[0] = 60.0
+    assert set(progress._running(clock[0])) == {base.key}
+    left = start - 60.0 - progress.prior[teacher.key].seconds
+    assert progress.eta_seconds() == pytest.approx(left, rel=1e-6)
