@@ -212,7 +212,7 @@ def cmd_sweep(args) -> int:
               file=sys.stderr)
         return exit_code(interrupt)
     except OSError as exc:          # the output folder's disk full, a folder not writable
-        print(f"error: {one_line(exc)}; finished stages are kept in {config.artifacts_dir}: "
+        print(f"error: {one_line(exc)}; finished stages are kept in {config.artifacts_root}: "
               "re-run the same command to resume", file=sys.stderr)
         return EXIT_FAILED
     print_report(summary, config)
@@ -228,7 +228,7 @@ def cmd_plan(args) -> int:
     print(describe_changes(config))
     print()
     if args.estimate:
-        print(_estimate(config, args.store or [str(config.artifacts_dir)],
+        print(_estimate(config, args.store or [config.artifacts_root],
                         args.price_per_device_hour))
         return EXIT_OK
     print(describe_plan(expand_grid(config)))
@@ -243,19 +243,20 @@ def _estimate(config, stores: list[str], price: float | None) -> str:
     from orchestrator.estimate import Estimator, describe_estimate, estimate_plan
     from orchestrator.planning import expand_grid
     from orchestrator.results import devices_reserved
-    from orchestrator.store import ArtifactStore
+    from orchestrator.store import open_store
 
+    own = open_store(config.artifacts_root, config.cluster.artifact_cache)
     roots = []
     for store in stores:
-        root = Path(store)
+        # The sweep's own store is measured by its local folder (an object store's cache).
+        root = own.local_root if store == config.artifacts_root else Path(store)
         root = root / "artifacts" if (root / "artifacts").is_dir() else root
-        if store != str(config.artifacts_dir) and not root.is_dir():
+        if store != config.artifacts_root and not root.is_dir():
             raise ConfigError(f"--store {store}: no such artifact store (a folder of stage "
                               "folders, or a sweep folder with artifacts/)")
         roots.append(root)
     if price is not None and price < 0:
         raise ConfigError(f"--price-per-device-hour: expected a number >= 0, got {price}")
-    own = ArtifactStore(config.artifacts_dir)
     plan = expand_grid(config)
     estimate = estimate_plan(plan, lambda spec: own.is_done(spec.stage, spec.key),
                              Estimator.from_stores(roots).with_prior(plan), devices_reserved)

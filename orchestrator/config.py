@@ -266,6 +266,9 @@ class TrackingConfig:
                         "sqlite:///<output_dir>/mlflow.db)")
     experiment: str = knob("", "MLflow experiment name (default experiment.name)")
     log_artifacts: bool = knob(True, "log evaluation JSONL and plots as MLflow artifacts")
+    artifact_location: str = knob("", "where a new MLflow experiment keeps its artifacts, e.g. "
+                                      "s3://bucket/mlflow (empty: the server's default, or "
+                                      "<output_dir>/mlartifacts with a local store)")
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,11 @@ class ClusterConfig:
                                      " of torch, transformers, trl, vllm or ray than this sweep's"
                                      " (default: reuse them, with a warning)")
     artifacts: str = knob("", "stage artifact store shared by sweeps (default <output_dir>/artifacts;"
-                              " on a cluster a path every node sees)")
+                              " on a cluster a path every node sees, or an object store URL such"
+                              " as s3://bucket/prefix, credentials from the environment)")
+    artifact_cache: str = knob("", "object store only: the local folder each node downloads "
+                                   "artifacts into (empty: $SYNTHSCALE_ARTIFACT_CACHE, else "
+                                   "~/.cache/synthscale/artifacts/<hash of the URL>)")
     resources: ResourcesConfig = knob(ResourcesConfig(), "per-stage resource requests")
     gpu_memory_gb: float = knob(80.0, "memory of one GPU, for the memory plan `plan` prints",
                                 min=1.0)
@@ -338,8 +345,14 @@ class Config:
         return Path(self.experiment.output_dir or f"runs/{self.experiment.name}")
 
     @property
+    def artifacts_root(self) -> str:
+        """The artifact store as orchestrator.store.open_store takes it: a folder or a URL."""
+        return self.cluster.artifacts or str(self.output_dir / "artifacts")
+
+    @property
     def artifacts_dir(self) -> Path:
-        return Path(self.cluster.artifacts) if self.cluster.artifacts else self.output_dir / "artifacts"
+        """The artifact store's folder (a local store; file:// URLs are folders)."""
+        return Path(self.artifacts_root.removeprefix("file://"))
 
     @property
     def pool_size(self) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from orchestrator.config import Config, ConfigError, load_config
 from orchestrator.contract import RESPONSES
 from orchestrator.planning import expand_grid
-from orchestrator.store import ArtifactStore, attempt_is_dead, folder_bytes
+from orchestrator.store import ArtifactStore, attempt_is_dead, folder_bytes, open_store
 
 RESOLVED = "config.resolved.yaml"
 
@@ -56,7 +56,11 @@ def referenced(configs: Sequence[Config]) -> dict[Path, set[tuple[str, str]]]:
     """Per store root: the (stage, folder name) of every stage some kept plan contains."""
     stores: dict[Path, set[tuple[str, str]]] = {}
     for config in configs:
-        store = ArtifactStore(config.artifacts_dir)
+        store = open_store(config.artifacts_root)
+        if not isinstance(store, ArtifactStore):
+            raise ConfigError(f"cluster.artifacts={config.artifacts_root}: gc cleans folder "
+                              "stores only (an object store's old keys: delete their "
+                              "<stage>/<key>/ prefixes, or a lifecycle rule)")
         used = stores.setdefault(store.root, set())
         used.update((spec.stage, store.path(spec.stage, spec.key).name)
                     for spec in expand_grid(config).specs)

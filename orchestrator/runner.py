@@ -31,13 +31,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from orchestrator.config import Config
 from orchestrator.config_schema import ConfigError
 from orchestrator.errors import one_line
 from orchestrator.planning import Plan, StageSpec
 from orchestrator.stages import STAGES
-from orchestrator.store import ArtifactStore, Outcome, run_cached
+from orchestrator.store import ArtifactStore, Outcome, open_store, run_cached
 
 # Set for every Ray worker: stage threads, and no phone-home from libraries.
 WORKER_ENV = {
@@ -187,12 +188,16 @@ def concurrent_stages(plan: Plan) -> int:
     return max(1, int(slots))
 
 
-def _execute(spec: StageSpec, store_root: str, upstream: tuple[Outcome, ...]) -> Outcome:
+def _execute(spec: StageSpec, store_root: str, upstream: tuple[Outcome, ...],
+             cache: str = "") -> Outcome:
     # A stage computes with as many threads as CPUs it reserved, so stages
     # running side by side do not oversubscribe the cores.
     os.environ["SYNTHSCALE_TORCH_THREADS"] = str(max(1, int(spec.resources.num_cpus)))
-    inputs = {name: o.artifact_dir for (name, _), o in zip(spec.inputs, upstream, strict=True)}
-    store = ArtifactStore(store_root)
+    store = open_store(store_root, cache)
+    # Inputs as folders on this node: an upstream's artifact_dir is a path on the node that
+    # ran it (an object store's cache there), so the store resolves each one here.
+    inputs = {name: str(store.local_dir(o.stage, o.key))
+              for (name, _), o in zip(spec.inputs, upstream, strict=True)}
     # Ray retries a task whose worker died without telling the driver; the dead attempt's
     # temporary folder is the trace it leaves, so the sweep can say the stage was retried.
     earlier = store.dead_attempts(spec.stage, spec.key)
@@ -213,12 +218,13 @@ def _remote_stages():
     import ray
 
     @ray.remote
-    def execute(spec: StageSpec, store_root: str, *upstream: Outcome) -> Outcome:
-        return _execute(spec, store_root, upstream)
+    def execute(spec: StageSpec, store_root: str, cache: str, *upstream: Outcome) -> Outcome:
+        return _execute(spec, store_root, upstream, cache)
 
     @ray.remote(max_calls=1)
-    def execute_in_own_process(spec: StageSpec, store_root: str, *upstream: Outcome) -> Outcome:
-        return _execute(spec, store_root, upstream)
+    def execute_in_own_process(spec: StageSpec, store_root: str, cache: str,
+                               *upstream: Outcome) -> Outcome:
+        return _execute(spec, store_root, upstream, cache)
 
     return execute, execute_in_own_process
 
@@ -231,6 +237,7 @@ def train_workers(spec: StageSpec) -> int:
 
 
 def _submit(remote, spec: StageSpec, config: Config, store: ArtifactStore, deps: list):
+    """Submit `spec` to run on a node (`store`: an ArtifactStore or ObjectStore)."""
     shared, isolated = remote
     res = spec.resources
     options = dict(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=config.cluster.max_retries,
@@ -246,14 +253,31 @@ def _submit(remote, spec: StageSpec, config: Config, store: ArtifactStore, deps:
         options.update(num_cpus=0, num_gpus=0)
         options.pop("memory", None)
     execute = isolated if options["num_gpus"] > 0 else shared
-    return execute.options(**options).remote(spec, str(store.root), *deps)
+    return execute.options(**options).remote(spec, str(store.root), _cache_setting(config), *deps)
+
+
+def _on_driver(store, outcome: Outcome) -> Outcome:
+    """`outcome` with its folder on the driver's node, where results, predictions and
+    provenance are read: an object store's worker returns its own node's cache path (the
+    driver then downloads the artifact, or finds it in its cache on the same node)."""
+    if store is None or isinstance(store, ArtifactStore):
+        return outcome
+    here = store.local_dir(outcome.stage, outcome.key)
+    return dataclasses.replace(outcome, artifact_dir=str(here))
+
+
+def _cache_setting(config: Config) -> str:
+    """cluster.artifact_cache as the nodes get it: a relative path is the driver's (a worker's
+    working directory is its own); empty and ~/... are resolved on each node."""
+    cache = config.cluster.artifact_cache
+    return cache if not cache or cache.startswith("~") else str(Path(cache).resolve())
 
 
 def run_plan(plan: Plan, config: Config, events: Events,
              poll_seconds: float = 0.5) -> RunReport:
     """Run every unfinished stage of `plan` on the connected Ray; blocks until done."""
 
-    store = ArtifactStore(config.artifacts_dir)
+    store = open_store(config.artifacts_root, config.cluster.artifact_cache)
     store.clean_stale()
     report = RunReport()
     remote = None               # Ray's remote functions, made when a first stage must run
@@ -269,12 +293,12 @@ def run_plan(plan: Plan, config: Config, events: Events,
         refs[spec.key] = _submit(remote, spec, config, store, deps)
         pending[refs[spec.key]] = spec.key
         events.submitted(spec)
-    _collect(plan, pending, report, events, poll_seconds, config.cluster.fail_fast)
+    _collect(plan, pending, report, events, poll_seconds, config.cluster.fail_fast, store)
     return report
 
 
 def _collect(plan: Plan, pending: dict, report: RunReport, events: Events,
-             poll_seconds: float, fail_fast: bool = False) -> None:
+             poll_seconds: float, fail_fast: bool = False, store=None) -> None:
     import ray
     from ray.exceptions import RayError
 
@@ -295,8 +319,8 @@ def _collect(plan: Plan, pending: dict, report: RunReport, events: Events,
                 _record_upstream_failures(plan, key, pending, report, events)
                 _record_failure(plan, spec, exc, report, events)
                 continue
-            report.outcomes[key] = outcome
-            events.finished(spec, outcome)
+            report.outcomes[key] = _on_driver(store, outcome)
+            events.finished(spec, report.outcomes[key])
 
 
 def _record_upstream_failures(plan: Plan, key: str, pending: dict, report: RunReport,

@@ -29,9 +29,9 @@ def find_artifact(config: Config, config_path: str, stage: str, n: int | None,
                   seed: int | None, data_type: str | None) -> Path:
     """The folder of the first finished stage of `config`'s plan matching the filters."""
     from orchestrator.planning import expand_grid
-    from orchestrator.store import ArtifactStore
+    from orchestrator.store import open_store
 
-    store = ArtifactStore(config.artifacts_dir)
+    store = open_store(config.artifacts_root, config.cluster.artifact_cache)
     candidates = [s for s in expand_grid(config).specs if s.stage == stage
                   and (n is None or s.tag_dict.get("n") == str(n))
                   and (seed is None or s.tag_dict.get("seed") == str(seed))
@@ -40,7 +40,7 @@ def find_artifact(config: Config, config_path: str, stage: str, n: int | None,
         raise ValueError(f"{config_path}: the plan has no {stage!r} stage matching the filters")
     for spec in candidates:
         if store.is_done(spec.stage, spec.key):
-            return store.path(spec.stage, spec.key)
+            return store.local_dir(spec.stage, spec.key)
     raise ValueError(f"{candidates[0].id} has not run yet (run the sweep first)")
 
 

@@ -18,6 +18,10 @@ Each finished folder holds `spec.json` (what ran: stage, key, params, inputs; wh
 `started_at`/`ended_at`; with what: `provenance`, the code version, git commit and
 library versions), `result.json` (the stage's typed result) and the stage's own files.
 
+`cluster.artifacts` may also be an fsspec URL (`s3://bucket/prefix`, `gs://...`):
+`open_store` then returns orchestrator.object_store's ObjectStore, which keeps these
+guarantees without a rename (see there). `file://` URLs are plain folders.
+
 This module is executor-agnostic: it must not import ray or mlflow.
 """
 
@@ -33,6 +37,7 @@ import socket
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,12 +82,35 @@ class Outcome:
     node_id: str = ""
 
 
+def open_store(root: str | Path, cache: str = ""):
+    """The store at `root` (cluster.artifacts): a folder or `file://` URL is an
+    ArtifactStore; any other fsspec URL an ObjectStore, which materialises artifacts
+    under `cache` (cluster.artifact_cache; empty: its default)."""
+    text = str(root)
+    if text.startswith("file://"):
+        return ArtifactStore(text[len("file://"):])
+    if "://" not in text:
+        return ArtifactStore(text)
+    from orchestrator.object_store import ObjectStore
+
+    return ObjectStore(text, cache)
+
+
 class ArtifactStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
 
+    @property
+    def local_root(self) -> Path:
+        """The local folder artifacts are read from and written in (the store itself)."""
+        return self.root
+
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key[:16]
+
+    def local_dir(self, stage: str, key: str) -> Path:
+        """The finished artifact as a folder on this node (here: where it is stored)."""
+        return self.path(stage, key)
 
     def is_done(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / DONE).exists()
@@ -92,15 +120,7 @@ class ArtifactStore:
         return all(self.is_done(spec.stage, spec.key) for spec in specs)
 
     def load(self, stage: str, key: str) -> Outcome:
-        folder = self.path(stage, key)
-        record = json.loads((folder / RESULT).read_text())
-        result = STAGES[stage].result_type(**record)
-        spec = self.spec(stage, key)
-        ended = spec.get("ended_at") or (folder / DONE).stat().st_mtime
-        # Made before times were recorded: DONE was written as it ended.
-        started = spec.get("started_at") or ended - result.wall_seconds
-        return Outcome(key, stage, str(folder), result, True, socket.gethostname(), 0.0,
-                       started_at=float(started), ended_at=float(ended))
+        return load_outcome(self.path(stage, key), stage, key)
 
     def spec(self, stage: str, key: str) -> dict[str, Any]:
         """The finished artifact's spec.json ({} when unreadable: it only describes)."""
@@ -154,6 +174,24 @@ class ArtifactStore:
             os.rename(tmp, final)
         return final
 
+    @contextmanager
+    def claimed(self, stage: str, key: str):
+        """Yields whether this process may compute `key` (False: finished meanwhile),
+        holding the key's claim, with its heartbeat, until the block ends."""
+        held = claim(self, stage, key)
+        if held is None:
+            yield False
+            return
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(held, stop), daemon=True)
+        beat.start()
+        try:
+            yield True
+        finally:
+            stop.set()
+            beat.join()
+            held.unlink(missing_ok=True)
+
     def dead_attempts(self, stage: str, key: str) -> int:
         """Remove the temporary folders of earlier attempts at `key` whose process is gone
         (a worker killed mid-stage, which Ray then retries); returns how many there were."""
@@ -167,6 +205,22 @@ class ArtifactStore:
         for claim_file in self.root.glob("*/*.claim"):
             removed += _take_over_if_dead(claim_file)
         return removed
+
+
+def load_outcome(folder: Path, stage: str, key: str) -> Outcome:
+    """The Outcome of the finished artifact in the local `folder` (found done: cached)."""
+    record = json.loads((folder / RESULT).read_text())
+    result = STAGES[stage].result_type(**record)
+    try:
+        spec = json.loads((folder / SPEC).read_text())
+    except (OSError, ValueError):      # spec.json only describes
+        spec = {}
+    spec = spec if isinstance(spec, dict) else {}
+    ended = spec.get("ended_at") or (folder / DONE).stat().st_mtime
+    # Made before times were recorded: DONE was written as it ended.
+    started = spec.get("started_at") or ended - result.wall_seconds
+    return Outcome(key, stage, str(folder), result, True, socket.gethostname(), 0.0,
+                   started_at=float(started), ended_at=float(ended))
 
 
 def manifest(folder: Path) -> dict[str, dict[str, Any]]:
@@ -292,21 +346,13 @@ def claim(store: ArtifactStore, stage: str, key: str) -> Path | None:
 
 
 def run_cached(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcome:
-    """Run `spec` unless its artifact is done; the one place a stage function is called."""
-    held = claim(store, spec.stage, spec.key)
-    if held is None:
-        return store.load(spec.stage, spec.key)
-    stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(held, stop), daemon=True)
-    beat.start()
-    try:
-        if store.is_done(spec.stage, spec.key):   # published between the check and the claim
+    """Run `spec` unless its artifact is done; the one place a stage function is called.
+    `store`: an ArtifactStore or an ObjectStore (the same interface)."""
+    with store.claimed(spec.stage, spec.key) as held:
+        # Published by another process while this one waited, or between check and claim.
+        if not held or store.is_done(spec.stage, spec.key):
             return store.load(spec.stage, spec.key)
         return _compute(store, spec, input_dirs)
-    finally:
-        stop.set()
-        beat.join()
-        held.unlink(missing_ok=True)
 
 
 def _heartbeat(claim_file: Path, stop: threading.Event) -> None:
@@ -334,8 +380,9 @@ def _compute(store: ArtifactStore, spec, input_dirs: dict[str, str]) -> Outcome:
         written = folder_bytes(tmp)
         shutil.rmtree(tmp, ignore_errors=True)      # nothing half-written is published
         if is_disk_full(exc):
-            raise OSError(errno.ENOSPC, f"{store.root}: disk full while {spec.id} was writing "
-                          f"its artifact ({written:,} bytes written, {free_bytes(store.root):,} "
+            local = store.local_root
+            raise OSError(errno.ENOSPC, f"{local}: disk full while {spec.id} was writing "
+                          f"its artifact ({written:,} bytes written, {free_bytes(local):,} "
                           f"free now): it needs more than {written:,} bytes; free space there or "
                           "point cluster.artifacts elsewhere") from exc
         raise

@@ -49,7 +49,7 @@ from orchestrator.runner import (
     run_plan,
     unplaceable,
 )
-from orchestrator.store import DONE, ArtifactStore, Outcome, folder_bytes, free_bytes
+from orchestrator.store import DONE, ArtifactStore, Outcome, folder_bytes, free_bytes, open_store
 from orchestrator.verify import check_cached
 
 STAGE_ARTIFACTS = {"evaluate": [Files.PREDICTIONS]}   # files logged with a stage's MLflow run
@@ -194,7 +194,8 @@ def _open_tracker(config: Config, plan: Plan):
     local = is_local_store(config.tracking_uri)
     try:
         tracker = Tracker(config.tracking_uri, config.mlflow_experiment,
-                          config.output_dir / "mlartifacts" if local else None)
+                          config.tracking.artifact_location
+                          or (config.output_dir / "mlartifacts" if local else None))
         tracker.start_sweep(sweep_id(config, plan), config.experiment.name, config_dict(config),
                             describe_plan(plan))
     except Exception as exc:
@@ -259,7 +260,7 @@ def choose_output(config: Config, overrides: Sequence[str] = ()) -> tuple[Config
     folder = config.output_dir
     variant = folder.with_name(f"{folder.name},{variant_name(overrides, [k for k, _, _ in changed])}")
     moved = replace(config, experiment=replace(config.experiment, output_dir=str(variant)),
-                    cluster=replace(config.cluster, artifacts=str(config.artifacts_dir)))
+                    cluster=replace(config.cluster, artifacts=config.artifacts_root))
     refuse_to_replace(moved, also=True)
     return moved, (f"{folder / 'results.csv'} came from another config "
                    f"({_describe_differences(changed)}): this variant writes to {variant}/")
@@ -288,17 +289,20 @@ def run_sweep(config: Config, stream=None) -> SweepSummary:
 def _sweep(config: Config, stream, at_end: ExitStack) -> SweepSummary:
     refuse_to_replace(config)
     plan = expand_grid(config)
+    store = open_store(config.artifacts_root, config.cluster.artifact_cache)
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     resolved = yaml.safe_dump(config_dict(config), sort_keys=False)
     write_atomically(out / "config.resolved.yaml", lambda tmp: tmp.write_text(resolved))
     stream.write(f"sweep {config.experiment.name}: {len(plan.cells)} grid cells, "
-                 f"{len(plan.specs)} stages; artifacts in {config.artifacts_dir}\n")
+                 f"{len(plan.specs)} stages; artifacts in {config.artifacts_root}\n")
     check_cache_provenance(config, plan, stream)
-    check_cached(config.artifacts_dir, plan.specs, stream)   # never trust a broken cache
-    check_free_space(config.artifacts_dir, plan.specs, stream)
+    if isinstance(store, ArtifactStore):
+        check_cached(store.root, plan.specs, stream)   # never trust a broken cache
+        check_free_space(store.root, plan.specs, stream)
+    # (An object store's files are checked against their sha256 as they are downloaded.)
     # Nothing to do costs nothing: a fully cached sweep starts no Ray (seconds, not 20 s).
-    all_cached = ArtifactStore(config.artifacts_dir).all_done(plan.specs)
+    all_cached = store.all_done(plan.specs)
     with nullcontext("not started") if all_cached else ray_session(config) as where:
         if all_cached:
             stream.write("ray: not started, every stage is cached\n")
@@ -312,7 +316,7 @@ def _sweep(config: Config, stream, at_end: ExitStack) -> SweepSummary:
         # The ETA's cost model: throughput measured by the store's finished stages, and
         # for kinds it never ran the shipped prior (the embedded demo's, on its model).
         progress = Progress(plan, 1 if all_cached else concurrent_stages(plan), stream,
-                            Estimator.from_stores([config.artifacts_dir]).with_prior(plan))
+                            Estimator.from_stores([store.local_root]).with_prior(plan))
         events = SweepEvents(config, plan, progress, tracker, stream)
         try:
             report = run_plan(plan, config, events)
@@ -344,7 +348,7 @@ def check_cache_provenance(config: Config, plan: Plan, stream) -> None:
     reused with one warning per stage kind, or, with cluster.strict_cache, removed so
     that this sweep recomputes them. (The cache key covers configs and code, not the
     environment: a torch upgrade keeps every key.)"""
-    store = ArtifactStore(config.artifacts_dir)
+    store = open_store(config.artifacts_root, config.cluster.artifact_cache)
     here = library_versions()
     stale: dict[str, list[StageSpec]] = {}
     made_with: dict[str, list[str]] = {}

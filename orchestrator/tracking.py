@@ -89,7 +89,7 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 class Tracker:
-    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None):
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | str | None = None):
         from mlflow.tracking import MlflowClient
 
         for name, value in HTTP_RETRIES.items():
@@ -100,12 +100,16 @@ class Tracker:
         self.parent_id: str | None = None
         self.logged = self._logged_keys()
 
-    def _experiment(self, name: str, artifact_root: Path | None) -> str:
+    def _experiment(self, name: str, artifact_root: Path | str | None) -> str:
+        """The experiment's id, created if new, its artifacts at `artifact_root`: a folder,
+        or a URL such as s3://bucket/mlflow (tracking.artifact_location; MLflow writes there
+        itself, with boto3's credentials and MLFLOW_S3_ENDPOINT_URL)."""
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
         # With a local store, keep artifacts beside it instead of MLflow's ./mlruns default.
-        location = artifact_root.resolve().as_uri() if artifact_root else None
+        location = (artifact_root if isinstance(artifact_root, str)
+                    else artifact_root.resolve().as_uri() if artifact_root else None)
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except Exception:  # noqa: BLE001 - MlflowException, or the server's 'already exists'
