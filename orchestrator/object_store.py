@@ -180,6 +180,12 @@ class ObjectStore:
         try:
             prefix = self._remote(stage, key, ATTEMPTS, record["attempt"])
             names = sorted(record["manifest"])
+            # DONE is read from a shared bucket: its names never reach outside the folder.
+            outside = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
+            if outside or "/" in record["attempt"] or record["attempt"] in ("", ".", ".."):
+                raise CorruptArtifact(f"{self._shown(self._remote(stage, key, DONE))}: names "
+                                      f"{(outside or [record['attempt']])[0]!r}, outside its "
+                                      "artifact; not used")
             for name in names:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             try:

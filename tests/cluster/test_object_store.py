@@ -142,6 +142,19 @@ def test_a_writer_that_missed_the_other_publish_replaces_done_whole(memory_store
     assert memory_store.clean_stale(older_than=0) == 0                 # DONE's is never removed
 
 
+def test_a_done_naming_files_outside_its_artifact_is_refused(memory_store, tmp_path):
+    """DONE comes from a shared bucket: a name like ../../x must not write outside the
+    node's cache."""
+    publish(memory_store, {"model.bin": b"x"})
+    done = f"{memory_store.base}/sft/{KEY[:16]}/{DONE}"
+    record = json.loads(memory_store.fs.cat_file(done))
+    record["manifest"]["../../escaped.txt"] = {"bytes": 1, "sha256": "0" * 64}
+    memory_store.fs.pipe_file(done, json.dumps(record).encode())
+    with pytest.raises(CorruptArtifact, match="escaped.txt"):
+        ObjectStore(memory_store.url, tmp_path / "elsewhere" / "cache").load("sft", KEY)
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
 def test_a_recent_unpublished_attempt_is_left_alone(memory_store):
     """clean_stale runs at every sweep's start: an upload younger than the bound may be a
     live writer's (another sweep's), so only older ones are garbage."""
