@@ -18,10 +18,12 @@ by how many run at once. Each stage left is predicted, first found first:
 
 A stage running (in flight with its inputs done, among the first `parallelism` such)
 counts for what is left of its prediction, and a stage running past its prediction is
-evidence too: the speed is at least its elapsed / predicted seconds
+evidence too: the speed is at least the smallest elapsed / predicted seconds of them
 (the base model pre-training on a busier machine than the prior's must not leave the
 ETA frozen for minutes). Before any stage has finished and with nothing measured
-before, it says so instead of guessing. Must not import ray or mlflow: tests replay recorded sweeps through it.
+before, it says so instead of guessing.
+
+Must not import ray or mlflow: tests replay recorded sweeps through it.
 """
 
 from __future__ import annotations
@@ -202,13 +204,16 @@ class Progress:
         own = self.speed[kind][1] > 0
         actual, predicted = self.speed[kind] if own else self.speed["*"]
         speed = actual / predicted if predicted > 0 else 1.0
+        overruns = []
         for key, seconds in self._running(time.monotonic()).items():
             spec = self.plan.get(key)
             before = self.prior.get(key)
             if (before is not None and before.seconds > 0 and not before.lower_bound
                     and (not own or kind_of(spec.stage, spec.id) == kind)):
-                speed = max(speed, seconds / before.seconds)
-        return speed
+                overruns.append(seconds / before.seconds)
+        # The smallest: which of them really runs is unknown (one may still wait for CPUs
+        # that another holds), and at least one does, so the speed is at least that.
+        return max(speed, min(overruns)) if overruns else speed
 
     def _running(self, now: float) -> dict[str, float]:
         """Seconds each stage in flight has probably been running. The runner submits a

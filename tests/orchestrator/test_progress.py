@@ -256,3 +256,27 @@ def test_a_stage_waiting_for_its_inputs_or_a_slot_is_not_running(monkeypatch):
     assert set(progress._running(clock[0])) == {base.key}
     left = start - 60.0 - progress.prior[teacher.key].seconds
     assert progress.eta_seconds() == pytest.approx(left, rel=1e-6)
+
+
+def test_a_stage_held_back_for_cpus_does_not_make_the_speed_explode(monkeypatch):
+    """The demo submits the base model (2 CPUs) and the teacher pool (1 CPU) at once on 2
+    CPUs: the pool waits minutes for the base model, unseen by the driver. Its 0.05-s
+    prediction 'overrun' 1000-fold read 'ETA ~519h' a minute in; the speed takes the
+    smallest overrun of the stages that may be running, so it stays as predicted."""
+    from orchestrator.config import load_config
+    from orchestrator.estimate import Estimator
+
+    from ..conftest import ROOT
+
+    plan = expand_grid(load_config(ROOT / "experiments" / "demo.yaml", []))
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    progress = Progress(plan, parallelism=2, stream=io.StringIO(),
+                        estimator=Estimator().with_prior(plan))
+    base, teacher = plan.specs[:2]
+    start = progress.eta_seconds()
+    progress.submitted(base)
+    progress.submitted(teacher)
+    clock[0] = 60.0
+    assert progress._speed("sft") == 1.0
+    assert start / 2 < progress.eta_seconds() < start
