@@ -212,8 +212,14 @@ def cmd_sweep(args) -> int:
               file=sys.stderr)
         return exit_code(interrupt)
     except OSError as exc:          # the output folder's disk full, a folder not writable
-        print(f"error: {one_line(exc)}; finished stages are kept in {config.artifacts_root}: "
-              "re-run the same command to resume", file=sys.stderr)
+        from orchestrator.object_store import CorruptArtifact
+
+        # A damaged published object: its message says what to delete; a re-run alone
+        # would meet it again.
+        resume = ("" if isinstance(exc, CorruptArtifact) else
+                  f"; finished stages are kept in {config.artifacts_root}: re-run the same "
+                  "command to resume")
+        print(f"error: {one_line(exc)}{resume}", file=sys.stderr)
         return EXIT_FAILED
     print_report(summary, config)
     return EXIT_OK if summary.ok else EXIT_FAILED

@@ -393,3 +393,16 @@ def test_the_smoke_sweep_on_s3_across_nodes_publishes_and_reruns_from_the_bucket
     assert _files_with({"AWS_SECRET_ACCESS_KEY": SECRET}, [tmp_path]) == []
     objects = [store.fs.cat_file(p) for p in store.fs.find(f"{BUCKET}/{s3.split('/')[-1]}")]
     assert not [data for data in objects if SECRET.encode() in data]
+
+    # The evaluation's predictions altered in the bucket: a driver that has to download them
+    # stops with one line naming the object, and writes no table from them.
+    attempt = done_record(store, "evaluate", evaluate.key)["attempt"]
+    target = f"{store.base}/evaluate/{evaluate.key[:16]}/{ATTEMPTS}/{attempt}/predictions.jsonl"
+    store.fs.pipe_file(target, store.fs.cat_file(target).replace(b'"', b"'"))
+    (out / "results.csv").unlink()
+    monkeypatch.setenv("SYNTHSCALE_ARTIFACT_CACHE", str(tmp_path / "cache-corrupt"))
+    broken = Sweep(out, *placement)
+    assert broken.finish(timeout=300) == 1, broken.text[-3000:]
+    errors = [line for line in broken.lines if line.startswith("error:")]
+    assert len(errors) == 1 and "predictions.jsonl: sha256" in errors[0], broken.text[-3000:]
+    assert "re-run" not in errors[0] and not (out / "results.csv").exists()
