@@ -40,7 +40,7 @@ from orchestrator.config_train import (  # noqa: F401 - re-exported: the schema'
     TrainSettings,
 )
 from orchestrator.credit import PIT_RULES, REJECTED_SIDES
-from orchestrator.tasks.arith import OPS
+from orchestrator.tasks.arith import OPS, STYLES
 from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, TASK_NAMES, TaskSource
 
 # The grid rows; orchestrator/planning/chains.py wires one stage chain per entry.
@@ -76,6 +76,11 @@ class TaskConfig:
     calculator_annotations: bool = knob(False, "arith: GSM8K's <<a+b=c>> annotations in solutions")
     restate_sentences: bool = knob(True, "arith: each solution step repeats the sentence it comes "
                                          "from, as GSM8K's do ('She finds 5 more: 7 + 5 = 12')")
+    teacher_styles: tuple[Literal[STYLES], ...] = knob(
+        (), "arith: solution styles the oracle teacher draws one of per problem, equally often "
+            "(repeat a style to weight it: [restated, restated, bare]): restated, bare, fused (two "
+            "steps on one line), reordered (an additive run in another order), mixed (line by "
+            "line); every one is a correct path. Empty: the one text restate_sentences gives")
     strip_calculator_annotations: bool = knob(False, "gsm8k: remove <<...>> from reference solutions")
     levels: tuple[int, ...] = knob((), "math: keep only these difficulty levels (empty: all)")
     subjects: tuple[str, ...] = knob((), "math: keep only these subjects (empty: all)")

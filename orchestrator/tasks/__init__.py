@@ -25,7 +25,8 @@ def make_task(cfg: TaskSource, n_train: int, n_test: int) -> Task:
         spec = ArithSpec(min_steps=cfg.min_steps, max_steps=cfg.max_steps,
                          max_operand=cfg.max_operand, max_value=cfg.max_value, ops=tuple(cfg.ops),
                          calculator_annotations=cfg.calculator_annotations,
-                         restate_sentences=cfg.restate_sentences)
+                         restate_sentences=cfg.restate_sentences,
+                         teacher_styles=tuple(cfg.teacher_styles))
         return ArithTask(seed=cfg.seed, n_train=n_train, n_test=n_test, spec=spec,
                          prompt_template=cfg.prompt_template)
     if cfg.name == "gsm8k":

@@ -15,6 +15,11 @@ equation per line and ends in `#### N`, exactly like GSM8K:
 `solve` is the task's exact solver: the `oracle` teacher writes the synthetic
 pool with it. Train and test splits are disjoint by question text.
 
+A problem has more than one correct solution text (`STYLES`, drawn per problem
+from `task.teacher_styles`): bare equations, two steps on one line, additive
+steps in another order. By default every solution is `solve`'s one text, as before.
+`first_wrong_line` (arith_oracle.py) accepts every such path.
+
 This module must not import torch, ray or mlflow.
 """
 
@@ -22,12 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem, split_steps
+from orchestrator.tasks.arith_oracle import first_wrong_line  # noqa: F401 - the oracle, re-exported
+from orchestrator.tasks.base import DEFAULT_PROMPT_TEMPLATE, Problem
 
 NAMES = (
     "Mia", "Tom", "Ava", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eva", "Ben",
@@ -50,6 +55,12 @@ PHRASES = {
     "*": ("Then the number of {things} is multiplied by {b}.", "{pro} ends up with {b} times as many."),
 }
 OPS = ("+", "-", "*")
+# The teacher's solution styles (task.teacher_styles); each is a path the oracle accepts.
+# restated: each step on its line after the sentence it comes from (`solve`'s default);
+# bare: the equation alone, as in the pre-training corpus's chains; fused: one line holds
+# two consecutive steps (`7 + 5 - 3 = 9`); reordered: the steps of an additive run in
+# another valid order; mixed: each of these choices drawn at random, line by line.
+STYLES = ("restated", "bare", "fused", "reordered", "mixed")
 TEST_EVERY = 8    # about one question in 8 belongs to the test split
 
 
@@ -71,6 +82,7 @@ class ArithSpec:
     max_multiplier: int = 3
     calculator_annotations: bool = False
     restate_sentences: bool = True
+    teacher_styles: tuple[str, ...] = ()    # empty: `solve`'s one text per problem
 
 
 def _apply(op: str, a: int, b: int) -> int:
@@ -175,10 +187,16 @@ class ArithTask:
     def _stream(self, stream: str) -> Iterator[tuple[str, str, int]]:
         """Endless (question, solution, answer) draws from one seeded stream."""
         rng = random.Random(f"arith/{self.seed}/{stream}")
+        # Styles come from a stream of their own: the problems stay those of the default.
+        styles = random.Random(f"arith/{self.seed}/{stream}/styles")
         while True:
             question, steps, start = generate_problem(rng, self.spec)
-            solution, answer = solve(start, steps, self.spec.calculator_annotations,
-                                     self.spec.restate_sentences)
+            if self.spec.teacher_styles:
+                style = styles.choice(self.spec.teacher_styles)
+                solution, answer = write_solution(start, steps, style, styles, self.spec)
+            else:
+                solution, answer = solve(start, steps, self.spec.calculator_annotations,
+                                         self.spec.restate_sentences)
             yield question, solution, answer
 
     def _generate(self) -> dict[str, list[Problem]]:
@@ -229,48 +247,112 @@ class ArithTask:
         return docs
 
 
-# ---------------------------------------------------------------- the first wrong line
-# The last `a op b = c` of a line (a calculator annotation `<<...>>` may sit before c).
-_LINE_EQUATION = re.compile(r"(-?\d+)\s*([-+*])\s*(-?\d+)\s*=\s*(?:<<[^>]{0,40}>>)?\s*(-?\d+)")
-_FINAL = re.compile(r"^\s*####\s*(-?\d+)")
+# ---------------------------------------------------------------- solution styles
+# A solution is a list of lines, each one step or two fused steps, restated or bare.
+Line = tuple[tuple[Step, ...], bool]
 
 
-def _line_equation(line: str) -> tuple[int, str, int, int] | None:
-    found = _LINE_EQUATION.findall(line[:500])
-    if not found:
-        return None
-    a, op, b, c = found[-1]
-    return int(a), op, int(b), int(c)
+def fusable(first: Step, second: Step) -> bool:
+    """Whether `a op1 b op2 c` read left to right is what standard precedence reads:
+    both steps additive, or the `*` first (`7 + 5 * 2` would be 17, not 24)."""
+    return first.op == "*" or second.op != "*"
 
 
-def _same_step(got: tuple[int, str, int, int], want: tuple[int, str, int, int]) -> bool:
-    """The same computation; `b + a` and `b * a` count as `a + b` and `a * b`."""
-    a, op, b, c = got
-    return got == want or (op in "+*" and (b, op, a, c) == want)
+def additive_runs(steps: list[Step]) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of consecutive + / - steps: the steps that may
+    change places (a `*` keeps its position, it does not commute with them)."""
+    runs, begin = [], None
+    for i, step in enumerate([*steps, Step("*", 1)]):
+        if step.op in "+-" and begin is None:
+            begin = i
+        elif step.op == "*" and begin is not None:
+            runs.append((begin, i))
+            begin = None
+    return runs
 
 
-def first_wrong_line(reference: str, steps: list[str]) -> int | None:
-    """The 1-based index of the first wrong line of a solution (`steps`, as
-    `split_steps` gives them) to the problem whose exact solution is `reference`;
-    None when no line is wrong (a correct solution, or one cut off before its
-    answer whose lines are all right).
+def _in_bounds(start: int, steps: list[Step], max_value: int) -> bool:
+    value = start
+    for step in steps:
+        value = _apply(step.op, value, step.operand)
+        if not 0 <= value <= max_value:
+            return False
+    return True
 
-    An arith problem has one solution path: line i must compute the problem's i-th
-    step (`value op operand = result`, either order for + and *); then `#### N` with
-    the right N. A line without an equation, a wrong operand, operation or result, an
-    extra step, or an early or wrong final answer is the first wrong line. The
-    ground truth for Monte Carlo credit assignment: `credit.pit_agreement`."""
-    lines = split_steps(reference)
-    canon = [_line_equation(line) for line in lines[:-1]]
-    answer = _FINAL.match(lines[-1])
-    for i, line in enumerate(steps, start=1):
-        final = _FINAL.match(line)
-        if final is not None:
-            done = i == len(canon) + 1 and answer is not None and final.group(1) == answer.group(1)
-            return None if done else i
-        if i > len(canon):
-            return i
-        equation = _line_equation(line)
-        if equation is None or canon[i - 1] is None or not _same_step(equation, canon[i - 1]):
-            return i
-    return None
+
+def reorder(rng: random.Random, start: int, steps: list[Step], max_value: int) -> list[Step]:
+    """The steps with each additive run in another order whose values stay in
+    [0, max_value], where a few shuffles find one; a run without one keeps its order."""
+    steps = list(steps)
+    for begin, end in additive_runs(steps):
+        for _ in range(20):
+            run = steps[begin:end]
+            rng.shuffle(run)
+            shuffled = steps[:begin] + run + steps[end:]
+            changed = [s[:2] for s in run] != [s[:2] for s in steps[begin:end]]
+            if changed and _in_bounds(start, shuffled, max_value):
+                steps = shuffled
+                break
+    return steps
+
+
+def _fuse_one(rng: random.Random, steps: list[Step], restate: list[bool]) -> list[Line]:
+    """One line per step, except one random fusable pair on one bare line."""
+    pairs = [i for i in range(len(steps) - 1) if fusable(steps[i], steps[i + 1])]
+    fused = rng.choice(pairs) if pairs else -1
+    lines: list[Line] = []
+    i = 0
+    while i < len(steps):
+        if i == fused:
+            lines.append(((steps[i], steps[i + 1]), False))
+            i += 2
+        else:
+            lines.append(((steps[i],), restate[i]))
+            i += 1
+    return lines
+
+
+def _plan_lines(start: int, steps: list[Step], style: str, rng: random.Random,
+                spec: ArithSpec) -> list[Line]:
+    if style in ("restated", "bare"):
+        return [((step,), style == "restated") for step in steps]
+    if style == "fused":
+        return _fuse_one(rng, steps, [False] * len(steps))
+    if style == "reordered":
+        return [((step,), False) for step in reorder(rng, start, steps, spec.max_value)]
+    if style != "mixed":
+        raise ValueError(f"arith: unknown solution style {style!r} (expected one of {STYLES})")
+    if rng.random() < 0.5:
+        steps = reorder(rng, start, steps, spec.max_value)
+    restate = [rng.random() < 0.5 for _ in steps]
+    if rng.random() < 0.5:
+        return _fuse_one(rng, steps, restate)
+    return [((step,), r) for step, r in zip(steps, restate, strict=True)]
+
+
+def _render(start: int, lines: list[Line], annotate: bool) -> tuple[str, int]:
+    texts, value = [], start
+    for group, restate in lines:
+        if len(group) == 1:
+            step = group[0]
+            result = _apply(step.op, value, step.operand)
+            text = _equation(step.op, value, step.operand, result, annotate)
+            if restate and step.sentence:
+                text = f"{step.sentence.rstrip('.')}: {text}"
+        else:
+            first, second = group
+            result = _apply(second.op, _apply(first.op, value, first.operand), second.operand)
+            chain = f"{value} {first.op} {first.operand} {second.op} {second.operand}"
+            text = (f"{chain} = <<{chain.replace(' ', '')}={result}>>{result}" if annotate
+                    else f"{chain} = {result}")
+        texts.append(text)
+        value = result
+    texts.append(f"#### {value}")
+    return "\n".join(texts), value
+
+
+def write_solution(start: int, steps: list[Step], style: str, rng: random.Random,
+                   spec: ArithSpec) -> tuple[str, int]:
+    """A correct solution in `style` (one of STYLES) and the final answer; `rng` draws
+    the style's choices (which pair to fuse, which order). `restated` is `solve`'s text."""
+    return _render(start, _plan_lines(start, steps, style, rng, spec), spec.calculator_annotations)

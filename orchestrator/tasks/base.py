@@ -12,8 +12,10 @@ including in the planner.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from orchestrator.contract import KEY_NEUTRAL
 
 # The prompt every task uses unless its config names another. It ends with a
 # newline so that the first generated token starts the first step.
@@ -46,6 +48,9 @@ class TaskSource:
     strip_calculator_annotations: bool
     levels: tuple[int, ...]
     subjects: tuple[str, ...]
+    # Added after artifacts existed: at its default, () (solve's one text), it stays out of
+    # the cache keys of every stage that reads the task.
+    teacher_styles: tuple[str, ...] = field(default=(), metadata={KEY_NEUTRAL: True})
 
 
 @dataclass(frozen=True)
