@@ -359,7 +359,11 @@ def cmd_verify(args) -> int:
 
     from orchestrator.verify import verify_store
 
-    root = Path(args.store)
+    store = args.store.removeprefix("file://")
+    if "://" in store:
+        raise ConfigError(f"{args.store}: verify checks folder stores only; an object store's "
+                          "files are checked against DONE's sha256 as each node downloads them")
+    root = Path(store)
     root = root / "artifacts" if (root / "artifacts").is_dir() else root
     if not root.is_dir():
         raise ConfigError(f"{args.store}: no such artifact store (a folder of stage folders)")

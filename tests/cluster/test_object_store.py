@@ -103,6 +103,14 @@ def test_a_missing_protocol_package_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_verify_of_a_bucket_says_what_checks_it():
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "verify", "s3://bucket/prefix"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "s3://bucket/prefix: verify checks folder stores only" in lines[0]
+
+
 def test_done_is_written_last_and_names_a_complete_attempt(memory_store, tmp_path):
     files = {"model.bin": os.urandom(3000), "sub/data.jsonl": b'{"a": 1}\n'}
     assert not memory_store.is_done("sft", KEY)
