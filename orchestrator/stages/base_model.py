@@ -42,7 +42,7 @@ BaseModelParams = TinyModelParams | HubModelParams
 
 def from_config(config: Config) -> BaseModelParams:
     if config.model.base == "tiny":
-        return TinyModelParams(config.model, config.task.source)
+        return TinyModelParams(config.model, config.task.source.without_teacher_style())
     return HubModelParams(config.model.base)
 
 

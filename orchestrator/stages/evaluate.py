@@ -36,8 +36,8 @@ class EvalParams:
 
     @classmethod
     def from_config(cls, config: Config) -> EvalParams:
-        return cls(config.task.source, config.task.n_test, config.eval, config.generation,
-                   config.model.loading, config.generation_api)
+        return cls(config.task.source.without_teacher_style(), config.task.n_test, config.eval,
+                   config.generation, config.model.loading, config.generation_api)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ including in the planner.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from orchestrator.contract import KEY_NEUTRAL
@@ -51,6 +51,12 @@ class TaskSource:
     # Added after artifacts existed: at its default, () (solve's one text), it stays out of
     # the cache keys of every stage that reads the task.
     teacher_styles: tuple[str, ...] = field(default=(), metadata={KEY_NEUTRAL: True})
+
+    def without_teacher_style(self) -> TaskSource:
+        """The same problems with their default solution text: for the stages that do not
+        read the teacher's style (the base model, made before any teacher writes;
+        evaluation, which grades answers), so choosing a style does not redo them."""
+        return replace(self, teacher_styles=())
 
 
 @dataclass(frozen=True)

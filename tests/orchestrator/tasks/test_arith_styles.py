@@ -72,6 +72,25 @@ def test_the_style_knob_stays_out_of_cache_keys_at_its_default():
     assert key_data(styled)["teacher_styles"] == ["restated", "bare"]
 
 
+def test_a_teacher_style_redoes_what_reads_it_and_not_the_base_model_or_the_grading():
+    """The base model (tokenizer and pre-training made before any teacher writes) and the
+    evaluation (it grades answers) read the task without the teacher's style: choosing one
+    redoes the pool and what learns from it, not the ten-minute pre-training."""
+    from orchestrator.config import load_config
+    from orchestrator.planning import expand_grid
+
+    from ...conftest import ROOT
+
+    plans = [expand_grid(load_config(ROOT / "experiments" / "demo.yaml", overrides))
+             for overrides in ([], ["task.teacher_styles=[restated,fused,reordered]"])]
+    params = [{s.id: s.params for s in plan.specs} for plan in plans]
+    keys = [{s.id: s.key for s in plan.specs} for plan in plans]
+    assert keys[0]["base_model[tiny]"] == keys[1]["base_model[tiny]"]
+    evaluation = "evaluate[sft_teacher,n=250,seed=0]"
+    assert params[0][evaluation] == params[1][evaluation]
+    assert keys[0]["teacher_generate[oracle,pool=2000]"] != keys[1]["teacher_generate[oracle,pool=2000]"]
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=["default", "wide", "annotated"])
 @pytest.mark.parametrize("style", STYLES)
 def test_every_style_is_a_path_the_oracle_accepts(spec, style):
