@@ -35,7 +35,7 @@ export PYTHONUNBUFFERED ?= 1
 .PHONY: help install install-gpu sweep plan show grade ui gc verify power suggest throughput-prior fit fit-2d docs test test-fast faults bench gpu-check lint clean
 
 help: ## list the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
