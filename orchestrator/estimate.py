@@ -285,8 +285,10 @@ class Estimator:
 
 
 def read_store(root: Path) -> list[Observation]:
-    """One observation per finished stage folder under `root` (unreadable ones skipped)."""
+    """One observation per finished stage under `root` (unreadable ones skipped): an
+    object store's cache may hold a stage twice, whole and without its model."""
     found = []
+    seen: set[str] = set()
     for done in sorted(root.glob(f"*/*/{DONE}")):
         folder = done.parent
         try:
@@ -294,6 +296,9 @@ def read_store(root: Path) -> list[Observation]:
             result = json.loads((folder / RESULT).read_text())
         except (OSError, ValueError):
             continue
+        if spec.get("key") and spec["key"] in seen:
+            continue
+        seen.add(spec.get("key", ""))
         observation = observe(spec.get("stage", folder.parent.name), spec.get("params") or {},
                               spec.get("id", ""), result, spec.get("key", ""))
         if observation is not None:

@@ -22,6 +22,16 @@ through a temporary folder whose files are checked against DONE's sha256 and whi
 then renamed into place. A file that does not match is an error naming it, never used.
 The cached folder holds a copy of DONE and is reused while the store's DONE is the same.
 
+The driver never loads a model: it reads spec.json, result.json and a stage's records
+(predictions.jsonl, rollouts.jsonl, ...). So it asks for `local_dir(..., model=False)`,
+which leaves out every file under the artifact's `model/` folder (Files.MODEL: the saved
+weights, tokenizer and config of base_model, sft and dpo; 14 GB for a 7B model) and keeps
+the rest, checked as above. Such a partial copy lives in a folder of its own,
+`<cache>/<stage>/<key[:16]>.meta/`, never where a full copy goes, so a worker on the
+driver's node that needs the model downloads it whole; a full copy already there serves
+the driver too. An artifact with no `model/` folder is fetched whole either way, into the
+full copy's place. Each copy's manifest.json lists the files it holds.
+
 Credentials and endpoints come from the protocol's own environment (s3://:
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL), never from the config, so
 nothing secret reaches spec.json, MLflow or a log.
@@ -42,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config_schema import ConfigError
+from orchestrator.contract import Files
 from orchestrator.store import (
     DONE,
     MANIFEST,
@@ -56,6 +67,7 @@ from orchestrator.store import (
 
 ATTEMPTS = "attempts"
 STALE_ATTEMPT_SECONDS = 24 * 3600    # an unpublished attempt this old is a dead writer's
+PARTIAL = ".meta"      # suffix of a cached copy without the model (the driver's)
 CACHE_ENV = "SYNTHSCALE_ARTIFACT_CACHE"
 # The pip extra that brings a protocol's fsspec implementation.
 EXTRAS = {"s3": "s3", "s3a": "s3"}
@@ -64,6 +76,12 @@ EXTRAS = {"s3": "s3", "s3a": "s3"}
 class CorruptArtifact(OSError):
     """A published file that does not match DONE's manifest (an OSError, so that a sweep
     that meets one ends with its one line, exit 1)."""
+
+
+def is_model_file(name: str) -> bool:
+    """Whether the artifact file `name` (a manifest name) is part of the stage's saved model,
+    which the driver's copy leaves out."""
+    return name.split("/", 1)[0] == Files.MODEL
 
 
 def default_cache(url: str) -> Path:
@@ -118,6 +136,11 @@ class ObjectStore:
         """The local cache folder of `key` (materialised or not: see local_dir)."""
         return self._scratch.path(stage, key)
 
+    def partial_path(self, stage: str, key: str) -> Path:
+        """The local cache folder of `key` without its model (see the module docstring)."""
+        full = self.path(stage, key)
+        return full.with_name(full.name + PARTIAL)
+
     def is_done(self, stage: str, key: str) -> bool:
         return self.fs.exists(self._remote(stage, key, DONE))
 
@@ -157,25 +180,31 @@ class ObjectStore:
             return {}
         return found if isinstance(found, dict) else {}
 
-    def load(self, stage: str, key: str) -> Outcome:
-        return load_outcome(self.local_dir(stage, key), stage, key)
+    def load(self, stage: str, key: str, model: bool = True) -> Outcome:
+        return load_outcome(self.local_dir(stage, key, model), stage, key)
 
-    def local_dir(self, stage: str, key: str) -> Path:
+    def local_dir(self, stage: str, key: str, model: bool = True) -> Path:
         """The finished artifact as a folder on this node: the cached copy while it holds
-        the store's DONE, else downloaded and checked now."""
+        the store's DONE, else downloaded and checked now. `model=False` (the driver): the
+        files under `model/` may be left out (a full copy, if cached, is returned)."""
         done = self._done(stage, key)
         if done is None:
             raise FileNotFoundError(f"{self._shown(self._remote(stage, key))}: not finished "
                                     f"(no {DONE})")
-        final = self.path(stage, key)
-        try:
-            if (final / DONE).read_text() == done[0]:
-                return final
-        except OSError:
-            pass
-        return self._download(stage, key, *done)
+        partial = not model and any(is_model_file(name) for name in done[1]["manifest"])
+        copies = [self.path(stage, key)] + ([self.partial_path(stage, key)] if partial else [])
+        for folder in copies:
+            try:
+                if (folder / DONE).read_text() == done[0]:
+                    return folder
+            except OSError:
+                pass
+        return self._download(stage, key, *done, copies[-1])
 
-    def _download(self, stage: str, key: str, text: str, record: dict[str, Any]) -> Path:
+    def _download(self, stage: str, key: str, text: str, record: dict[str, Any],
+                  final: Path) -> Path:
+        """Download DONE's attempt into the cached copy `final`: the whole artifact, or
+        without the model when `final` is the partial copy."""
         tmp = self._scratch.new_tmp(stage, key)
         try:
             prefix = self._remote(stage, key, ATTEMPTS, record["attempt"])
@@ -186,6 +215,9 @@ class ObjectStore:
                 raise CorruptArtifact(f"{self._shown(self._remote(stage, key, DONE))}: names "
                                       f"{(outside or [record['attempt']])[0]!r}, outside its "
                                       "artifact; not used")
+            if final != self.path(stage, key):
+                names = [n for n in names if not is_model_file(n)]
+            listed = {n: record["manifest"][n] for n in names}
             for name in names:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -194,8 +226,8 @@ class ObjectStore:
                 raise CorruptArtifact(f"{prefix}: a file DONE lists is missing ({exc}); delete "
                                       f"{self._shown(self._remote(stage, key, DONE))} to "
                                       "compute the stage again") from None
-            self._check(tmp, record["manifest"], prefix, stage, key)
-            return self._settle(tmp, stage, key, text, record["manifest"])
+            self._check(tmp, listed, prefix, stage, key)
+            return self._settle(tmp, final, text, listed)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -212,12 +244,12 @@ class ObjectStore:
                     f"delete {self._shown(self._remote(stage, key, DONE))} to compute the "
                     "stage again")
 
-    def _settle(self, tmp: Path, stage: str, key: str, text: str, listed: dict) -> Path:
-        """Make the checked folder `tmp` the cached copy of `key` (one local rename)."""
+    def _settle(self, tmp: Path, final: Path, text: str, listed: dict) -> Path:
+        """Make the checked folder `tmp` the cached copy `final` (one local rename);
+        `listed`: the files it holds."""
         (tmp / MANIFEST).write_text(json.dumps(listed, indent=1, sort_keys=True))
         (tmp / DONE).write_text(text)
         (tmp / OWNER).unlink(missing_ok=True)
-        final = self.path(stage, key)
         for _ in range(3):
             try:
                 os.rename(tmp, final)
@@ -241,7 +273,7 @@ class ObjectStore:
 
     def discard(self, stage: str, key: str) -> None:
         """Unpublish `key` (DONE first: from then on no reader trusts it), then delete the
-        attempt DONE named and the cached copy."""
+        attempt DONE named and the cached copies."""
         done = self._done(stage, key)
         if done is None:
             return
@@ -251,6 +283,13 @@ class ObjectStore:
         except FileNotFoundError:
             pass                              # discarded already (another sweep)
         self._scratch.discard(stage, key)
+        partial = self.partial_path(stage, key)
+        aside = partial.with_name(f".discarded-{partial.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(partial, aside)         # out of sight first, as the folder store does
+        except FileNotFoundError:
+            return
+        shutil.rmtree(aside, ignore_errors=True)
 
     def new_tmp(self, stage: str, key: str) -> Path:
         """A local scratch folder for computing `key` (owned, like the folder store's)."""
@@ -278,7 +317,7 @@ class ObjectStore:
                           sort_keys=True)
         self.fs.pipe_file(self._remote(stage, key, DONE), text.encode())
         try:
-            return self._settle(tmp, stage, key, text, listed)
+            return self._settle(tmp, self.path(stage, key), text, listed)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

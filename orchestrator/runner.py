@@ -259,10 +259,11 @@ def _submit(remote, spec: StageSpec, config: Config, store: ArtifactStore, deps:
 def _on_driver(store, outcome: Outcome) -> Outcome:
     """`outcome` with its folder on the driver's node, where results, predictions and
     provenance are read: an object store's worker returns its own node's cache path (the
-    driver then downloads the artifact, or finds it in its cache on the same node)."""
+    driver then downloads the artifact without its model, which it never loads, or finds
+    it in its cache on the same node)."""
     if store is None or isinstance(store, ArtifactStore):
         return outcome
-    here = store.local_dir(outcome.stage, outcome.key)
+    here = store.local_dir(outcome.stage, outcome.key, model=False)
     return dataclasses.replace(outcome, artifact_dir=str(here))
 
 
@@ -285,7 +286,7 @@ def run_plan(plan: Plan, config: Config, events: Events,
     refs: dict[str, object] = {}
     for spec in plan.specs:     # topological order: inputs are known before their users
         if store.is_done(spec.stage, spec.key):
-            report.outcomes[spec.key] = store.load(spec.stage, spec.key)
+            report.outcomes[spec.key] = store.load(spec.stage, spec.key, model=False)
             events.finished(spec, report.outcomes[spec.key])
             continue
         deps = [refs.get(k) or report.outcomes[k] for _, k in spec.inputs]
@@ -304,7 +305,7 @@ def _collect(plan: Plan, pending: dict, report: RunReport, events: Events,
 
     while pending:
         if fail_fast and report.failed:
-            _cancel_pending(plan, pending, report, events, next(iter(report.failed)))
+            _cancel_pending(plan, pending, report, events, next(iter(report.failed)), store)
             return
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_seconds)
         events.tick()
@@ -365,7 +366,7 @@ CANCEL_WAIT_SECONDS = 60.0   # for Ray to confirm the cancelled tasks (a killed 
 
 
 def _cancel_pending(plan: Plan, pending: dict, report: RunReport, events: Events,
-                    failure: str) -> None:
+                    failure: str, store=None) -> None:
     """--fail-fast after the failure of `failure`: cancel every pending stage; a running one's
     worker is killed (force), which Ray does not retry. A stage that finished before its
     cancel arrived is kept as finished; the failed stage's dependents stay skipped."""
@@ -383,8 +384,8 @@ def _cancel_pending(plan: Plan, pending: dict, report: RunReport, events: Events
         except RayError:
             outcome = None
         if outcome is not None:
-            report.outcomes[spec.key] = outcome
-            events.finished(spec, outcome)
+            report.outcomes[spec.key] = _on_driver(store, outcome)
+            events.finished(spec, report.outcomes[spec.key])
         elif _failed_upstream(plan, spec.key, report) is not None:
             report.skipped[spec.key] = _failed_upstream(plan, spec.key, report)
             events.skipped(spec, plan.get(report.skipped[spec.key]))

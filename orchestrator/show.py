@@ -40,7 +40,7 @@ def find_artifact(config: Config, config_path: str, stage: str, n: int | None,
         raise ValueError(f"{config_path}: the plan has no {stage!r} stage matching the filters")
     for spec in candidates:
         if store.is_done(spec.stage, spec.key):
-            return store.local_dir(spec.stage, spec.key)
+            return store.local_dir(spec.stage, spec.key, model=False)   # JSONL only
     raise ValueError(f"{candidates[0].id} has not run yet (run the sweep first)")
 
 

@@ -108,8 +108,9 @@ class ArtifactStore:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key[:16]
 
-    def local_dir(self, stage: str, key: str) -> Path:
-        """The finished artifact as a folder on this node (here: where it is stored)."""
+    def local_dir(self, stage: str, key: str, model: bool = True) -> Path:
+        """The finished artifact as a folder on this node (here: where it is stored, whole;
+        `model=False`, the driver's "without the model" of an ObjectStore, costs nothing)."""
         return self.path(stage, key)
 
     def is_done(self, stage: str, key: str) -> bool:
@@ -119,7 +120,7 @@ class ArtifactStore:
         """Whether every stage of `specs` (StageSpecs) has a finished artifact."""
         return all(self.is_done(spec.stage, spec.key) for spec in specs)
 
-    def load(self, stage: str, key: str) -> Outcome:
+    def load(self, stage: str, key: str, model: bool = True) -> Outcome:
         return load_outcome(self.path(stage, key), stage, key)
 
     def spec(self, stage: str, key: str) -> dict[str, Any]:

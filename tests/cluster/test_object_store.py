@@ -21,10 +21,11 @@ import pytest
 
 from orchestrator.config import load_config
 from orchestrator.config_schema import ConfigError
-from orchestrator.object_store import ATTEMPTS, CorruptArtifact, ObjectStore
+from orchestrator.contract import Files
+from orchestrator.object_store import ATTEMPTS, PARTIAL, CorruptArtifact, ObjectStore
 from orchestrator.planning import expand_grid
 from orchestrator.processes import end_group, start_group
-from orchestrator.store import DONE, open_store, run_cached
+from orchestrator.store import DONE, manifest, open_store, run_cached
 
 from ..conftest import ROOT, free_port
 from ..faults.sweep_process import SMALL, Sweep, stage_runs
@@ -171,11 +172,111 @@ def test_a_recent_unpublished_attempt_is_left_alone(memory_store):
     assert memory_store.clean_stale() == 0 and memory_store.fs.exists(f"{prefix}/model.bin")
 
 
-def test_discard_unpublishes_first(memory_store):
-    publish(memory_store, {"model.bin": b"x"})
+def test_discard_unpublishes_first(memory_store, tmp_path):
+    publish(memory_store, {"model/w.bin": b"x", "data.jsonl": b"{}\n"})
     memory_store.discard("sft", KEY)
     assert not memory_store.is_done("sft", KEY) and attempts(memory_store, "sft", KEY) == set()
     assert not memory_store.path("sft", KEY).exists()
+
+    publish(memory_store, {"model/w.bin": b"x", "data.jsonl": b"{}\n"})
+    driver = ObjectStore(memory_store.url, tmp_path / "driver")     # holds a copy sans model
+    assert driver.local_dir("sft", KEY, model=False) == driver.partial_path("sft", KEY)
+    driver.discard("sft", KEY)
+    assert not driver.is_done("sft", KEY) and not driver.partial_path("sft", KEY).exists()
+
+
+# A trained model's folder (Files.MODEL) beside the records the driver reads.
+WEIGHTS = os.urandom(4 << 20)
+MODEL_ARTIFACT = {f"{Files.MODEL}/model.safetensors": WEIGHTS,
+                  f"{Files.MODEL}/config.json": b'{"hidden_size": 8}',
+                  "predictions.jsonl": b'{"problem_id": "p1", "correct": true}\n' * 50}
+
+
+def counting_downloads(store: ObjectStore, monkeypatch) -> list[str]:
+    """The remote paths `store` downloads from now on (every download is one fs.get)."""
+    fetched: list[str] = []
+    real_get = store.fs.get
+
+    def get(remote, local, *args, **kwargs):
+        fetched.extend(remote)
+        return real_get(remote, local, *args, **kwargs)
+
+    monkeypatch.setattr(store.fs, "get", get)
+    return fetched
+
+
+def test_the_drivers_copy_leaves_the_model_out_and_is_checked(memory_store, tmp_path,
+                                                              monkeypatch):
+    """model=False (the driver) downloads every file but those under model/, each checked
+    against DONE's sha256, into a folder of its own; asked again, nothing is downloaded."""
+    publish(memory_store, MODEL_ARTIFACT)
+    published = done_record(memory_store, "sft", KEY)["manifest"]
+    driver = ObjectStore(memory_store.url, tmp_path / "driver")
+    fetched = counting_downloads(driver, monkeypatch)
+    folder = driver.local_dir("sft", KEY, model=False)
+
+    assert folder == driver.partial_path("sft", KEY) == tmp_path / "driver" / "sft" / (
+        KEY[:16] + PARTIAL)
+    assert not driver.path("sft", KEY).exists()           # never taken for the full copy
+    assert not (folder / Files.MODEL).exists()
+    fetched_bytes = sum(driver.fs.size(path) for path in fetched)
+    small = {n: e for n, e in published.items() if not n.startswith(f"{Files.MODEL}/")}
+    assert fetched_bytes == sum(e["bytes"] for e in small.values()) < len(WEIGHTS) / 100
+    assert manifest(folder) == small                      # what it got is what DONE lists
+    assert json.loads((folder / "manifest.json").read_text()) == small
+    assert (folder / "predictions.jsonl").read_bytes() == MODEL_ARTIFACT["predictions.jsonl"]
+    assert driver.load("sft", KEY, model=False).result.final_loss == 1.0
+
+    fetched.clear()
+    assert driver.local_dir("sft", KEY, model=False) == folder and fetched == []
+
+
+def test_a_worker_beside_the_driver_gets_the_whole_artifact(memory_store, tmp_path,
+                                                             monkeypatch):
+    """The one-node case: a worker sharing the driver's cache downloads the full artifact
+    although a copy without the model is there, and that full copy then serves the driver."""
+    publish(memory_store, MODEL_ARTIFACT)
+    node = ObjectStore(memory_store.url, tmp_path / "node")
+    partial = node.local_dir("sft", KEY, model=False)
+    fetched = counting_downloads(node, monkeypatch)
+
+    full = node.local_dir("sft", KEY)                     # what _execute asks for its inputs
+    assert full == node.path("sft", KEY) != partial
+    assert stage_files(full) == MODEL_ARTIFACT
+    assert manifest(full) == done_record(node, "sft", KEY)["manifest"]
+    assert any(path.endswith("model/model.safetensors") for path in fetched)
+    fetched.clear()
+    assert node.local_dir("sft", KEY, model=False) == full and fetched == []
+    assert node.local_dir("sft", KEY) == full and fetched == []
+
+
+def test_an_artifact_without_a_model_is_fetched_whole_for_the_driver(memory_store, tmp_path):
+    files = {"predictions.jsonl": b"{}\n", "model.bin": b"not under model/"}
+    publish(memory_store, files)
+    node = ObjectStore(memory_store.url, tmp_path / "node")
+    folder = node.local_dir("sft", KEY, model=False)
+    assert folder == node.path("sft", KEY) and stage_files(folder) == files
+    assert not node.partial_path("sft", KEY).exists()
+
+
+def test_each_copy_checks_the_files_it_downloads(memory_store, tmp_path):
+    """An altered weight file stops the worker's full copy, not the driver's (which never
+    reads it); an altered record stops both."""
+    publish(memory_store, MODEL_ARTIFACT)
+    prefix = (f"{memory_store.base}/sft/{KEY[:16]}/{ATTEMPTS}/"
+              f"{done_record(memory_store, 'sft', KEY)['attempt']}")
+    memory_store.fs.pipe_file(f"{prefix}/model/model.safetensors", bytes(len(WEIGHTS)))
+    node = ObjectStore(memory_store.url, tmp_path / "node")
+    assert stage_files(node.local_dir("sft", KEY, model=False)) == {
+        "predictions.jsonl": MODEL_ARTIFACT["predictions.jsonl"]}
+    with pytest.raises(CorruptArtifact, match="model/model.safetensors: sha256"):
+        node.local_dir("sft", KEY)
+    assert not node.path("sft", KEY).exists()
+
+    memory_store.fs.pipe_file(f"{prefix}/predictions.jsonl", b"{}\n")
+    with pytest.raises(CorruptArtifact, match="predictions.jsonl: sha256"):
+        ObjectStore(memory_store.url, tmp_path / "driver").local_dir("sft", KEY, model=False)
+    assert not (tmp_path / "driver" / "sft" / (KEY[:16] + PARTIAL)).exists()
 
 
 # ---------------------------------------------------------------- a real S3 server
@@ -343,6 +444,13 @@ def cached_keys(cache: Path) -> set[tuple[str, str]]:
             if not done.parent.name.startswith(".")}
 
 
+def without_models(plan) -> set[tuple[str, str]]:
+    """cached_keys of a driver that read every stage of `plan`: the stages that save a
+    model as copies without it (PARTIAL), the others whole."""
+    return {(s.stage, s.key[:16] + (PARTIAL if s.stage in ("base_model", "sft") else ""))
+            for s in plan.specs}
+
+
 @pytest.mark.slow
 def test_the_smoke_sweep_on_s3_across_nodes_publishes_and_reruns_from_the_bucket(
         s3, tmp_path, monkeypatch):
@@ -387,7 +495,8 @@ def test_the_smoke_sweep_on_s3_across_nodes_publishes_and_reruns_from_the_bucket
     sft = plan.get(dict(evaluate.inputs)["model"])
     assert runs[evaluate.key] == "a" != runs[sft.key]              # a model from another node
     assert runs[plan.get(dict(sft.inputs)["base"]).key] == "a"     # and the other way
-    assert len(cached_keys(caches["driver"])) == 4                  # the driver reads them all
+    assert cached_keys(caches["driver"]) == without_models(plan)   # the driver reads them all
+    assert not list(caches["driver"].glob(f"*/*/{Files.MODEL}"))   # but never a model
     mlflow_objects = store.fs.find(f"{BUCKET}/{s3.split('/')[-1]}/mlflow")
     assert any(path.endswith("predictions.jsonl") for path in mlflow_objects), mlflow_objects
 
@@ -397,7 +506,8 @@ def test_the_smoke_sweep_on_s3_across_nodes_publishes_and_reruns_from_the_bucket
     assert again.finish(timeout=300) == 0, again.text[-3000:]
     assert "every stage is cached" in again.text and "(0 run, 4 cached)" in again.text
     assert (out / "results.csv").read_text() == results, (results, first.text, again.text)
-    assert len(cached_keys(caches["again"])) == 4                   # read from the bucket alone
+    assert cached_keys(caches["again"]) == without_models(plan)     # read from the bucket alone
+    assert not list(caches["again"].glob(f"*/*/{Files.MODEL}"))
     assert _files_with({"AWS_SECRET_ACCESS_KEY": SECRET}, [tmp_path]) == []
     objects = [store.fs.cat_file(p) for p in store.fs.find(f"{BUCKET}/{s3.split('/')[-1]}")]
     assert not [data for data in objects if SECRET.encode() in data]
