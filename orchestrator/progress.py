@@ -17,11 +17,15 @@ by how many run at once. Each stage left is predicted, first found first:
    as a lower bound (">").
 
 A stage running (in flight with its inputs done, among the first `parallelism` such)
-counts for what is left of its prediction, and a stage running past its prediction is
-evidence too: the speed is at least the smallest elapsed / predicted seconds of them
-(the base model pre-training on a busier machine than the prior's must not leave the
-ETA frozen for minutes). Before any stage has finished and with nothing measured
-before, it says so instead of guessing.
+counts for what is left of its prediction. Until the sweep's first stage finishes, a
+stage running past its prediction is evidence too: the speed is at least the smallest
+elapsed / predicted seconds of them (the base model pre-training on a busier machine
+than the prior's must not leave the ETA frozen for minutes); after that the finished
+stages' speed rules, as which stages wait for a slot is unseen and a waiting 1-second
+stage looked like a 100x overrun. The time left is the work over the slots, or the
+longest chain of stages left if that is longer (the last cells' stages run one after
+another). Before any stage has finished and with nothing measured before, it says so
+instead of guessing.
 
 Must not import ray or mlflow: tests replay recorded sweeps through it.
 """
@@ -174,14 +178,18 @@ class Progress:
             stage = self.plan.get(key).stage
             running_for[stage] = max(running_for[stage], seconds)
         work, unmeasured = 0.0, False
-        for spec, seconds in zip(remaining, predicted, strict=True):
+        ends: dict[str, float] = {}     # key -> when it ends, its inputs' chains first
+        for spec, seconds in zip(remaining, predicted, strict=True):   # topological order
             if seconds is None:
                 unmeasured = True
                 seconds = max(fallback, running_for.get(spec.stage, 0.0))
             elif spec.key in running:               # what is left of it
                 seconds = max(seconds - running[spec.key], 0.0)
             work += seconds
-        return work / self.parallelism, unmeasured
+            ends[spec.key] = seconds + max((ends.get(k, 0.0) for _, k in spec.inputs), default=0.0)
+        # The work over the slots, or the longest chain left if that is longer: the last
+        # cells' chains (sample -> rft_data -> sft -> evaluate) run one stage at a time.
+        return max(work / self.parallelism, max(ends.values())), unmeasured
 
     def _predict(self, spec: StageSpec) -> float | None:
         """Seconds for a stage not done yet (the module docstring's order); None: unknown."""
@@ -200,10 +208,12 @@ class Progress:
 
     def _speed(self, kind: str) -> float:
         """Actual / predicted seconds of this sweep's done stages: of `kind` once one is;
-        at least elapsed / predicted of any stage of theirs still running past it."""
+        before any is done, at least the smallest overrun of the stages running."""
         own = self.speed[kind][1] > 0
         actual, predicted = self.speed[kind] if own else self.speed["*"]
         speed = actual / predicted if predicted > 0 else 1.0
+        if self.speed["*"][1] > 0:          # a stage has finished: its speed is measured
+            return speed
         overruns = []
         for key, seconds in self._running(time.monotonic()).items():
             spec = self.plan.get(key)

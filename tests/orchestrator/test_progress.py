@@ -36,11 +36,12 @@ def test_counts_eta_and_lines():
     progress.submitted(sft10)
     progress.finished(sft10, outcome(sft10, 10.0))
     # left: eval10 (unmeasured kind: mean of all = 6), sft20 (twice sft10's data: 20 s at
-    # sft10's seconds per unit of work), eval20 (6) over 2 slots
-    assert progress.eta_seconds() == (6 + 20 + 6) / 2
+    # sft10's seconds per unit of work), eval20 (6): over 2 slots 16 s, but eval20 waits
+    # for sft20, and that chain is longer
+    assert progress.eta_seconds() == max((6 + 20 + 6) / 2, 20 + 6)
     assert progress._eta()[1] is True                  # eval unmeasured: only a lower bound
     progress.finished(eval10, outcome(eval10, 4.0))
-    assert progress.eta_seconds() == (20 + 4) / 2 and progress._eta()[1] is False
+    assert progress.eta_seconds() == 20 + 4 and progress._eta()[1] is False
     assert (len(progress.done), progress.cached, progress.not_run) == (4, 1, 0)
     progress.failed(sft20, "boom")
     progress.skipped(eval20, sft20)
@@ -280,3 +281,47 @@ def test_a_stage_held_back_for_cpus_does_not_make_the_speed_explode(monkeypatch)
     clock[0] = 60.0
     assert progress._speed("sft") == 1.0
     assert start / 2 < progress.eta_seconds() < start
+
+
+def test_the_eta_of_a_recorded_fresh_demo_sweep_is_within_1_5x(monkeypatch):
+    """A real first `make sweep` (tests/orchestrator/data/demo_fresh_sweep.json: each
+    stage's end and duration, every stage submitted at 0, as the runner does), replayed
+    with the shipped prior on an empty store. From the first finished stage on, the ETA
+    at each minute is within 1.5x of the time the stages then still took, until the
+    last minute (where seconds of noise are large ratios). Measured: 0.80-1.44; the live
+    run, before the two fixes this test holds (overruns judged only before any stage has
+    finished, the longest chain left), read up to 16x."""
+    import json
+
+    from orchestrator.config import load_config
+    from orchestrator.estimate import Estimator
+
+    from ..conftest import ROOT
+
+    recorded = json.loads((ROOT / "tests" / "orchestrator" / "data" /
+                           "demo_fresh_sweep.json").read_text())
+    plan = expand_grid(load_config(ROOT / "experiments" / "demo.yaml", []))
+    by_id = {spec.id: spec for spec in plan.specs}
+    stages = sorted(recorded["stages"], key=lambda r: r["ended"])
+    end = recorded["sweep_ended"]
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    progress = Progress(plan, parallelism=2, stream=io.StringIO(),
+                        estimator=Estimator().with_prior(plan))
+    for spec in plan.specs:
+        progress.submitted(spec)
+    ratios, t, i = [], 60.0, 0
+    while t < end - 60:
+        while i < len(stages) and stages[i]["ended"] <= t:
+            clock[0] = stages[i]["ended"]
+            spec = by_id[stages[i]["id"]]
+            progress.finished(spec, outcome(spec, stages[i]["wall_seconds"]))
+            i += 1
+        clock[0] = t
+        if progress.durations:
+            ratios.append(progress.eta_seconds() / (end - t))
+        t += 60.0
+    print("ETA / time left, each minute from the first finished stage:",
+          [f"{r:.2f}" for r in ratios])
+    assert len(ratios) >= 10
+    assert all(1 / ETA_FACTOR <= r <= ETA_FACTOR for r in ratios), [round(r, 2) for r in ratios]
