@@ -4,9 +4,9 @@
 `training.train_replica` on the same records: transformers' Trainer sees the process
 group Ray Train set up (gloo on CPU workers, NCCL on GPU ones), shards the data with
 its distributed sampler and wraps the model in DDP, or FSDP with `train.strategy: fsdp`.
-Ray places the workers: each reserves what `cluster.resources.train` asks of a stage
-(`ScalingConfig.resources_per_worker`), while the stage's own task, which only waits
-here, reserves nothing (runner.py). Rank 0 alone writes the model into the stage's
+Ray places the workers: each reserves what `cluster.resources.<sft|dpo>` asks of a stage,
+its custom resource and memory included (`ScalingConfig.resources_per_worker`), while the
+stage's own task, which only waits here, reserves nothing (runner.py). Rank 0 alone writes the model into the stage's
 folder (on the artifact store every node mounts) and hands the `TrainResult` back as a
 Ray Train checkpoint holding `result.json`: Ray Train 2.60 (v2) keeps a report's
 metrics only with a checkpoint. Ray Train's own files go to `<out>/_ray_train`,
@@ -42,7 +42,10 @@ def train_data_parallel(kind: str, run: TrainRun, rows: list[dict], out: Path) -
 
     parallel = run.method.parallel
     threads = max(1, int(float(os.environ.get("SYNTHSCALE_TORCH_THREADS", "1"))))
-    resources = {"CPU": threads, **({"GPU": 1} if parallel.use_gpu else {})}
+    # The stage's custom resource and memory as well (runner.worker_resources), so Ray
+    # places the workers only where the stage could run.
+    extra = json.loads(os.environ.get("SYNTHSCALE_STAGE_RESOURCES", "{}"))
+    resources = {"CPU": threads, **({"GPU": 1} if parallel.use_gpu else {}), **extra}
     device = "cuda" if parallel.use_gpu else "cpu"
     storage = Path(out).resolve() / STORAGE
     trainer = TorchTrainer(

@@ -24,6 +24,7 @@ one file.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import statistics
@@ -193,6 +194,8 @@ def _execute(spec: StageSpec, store_root: str, upstream: tuple[Outcome, ...],
     # A stage computes with as many threads as CPUs it reserved, so stages
     # running side by side do not oversubscribe the cores.
     os.environ["SYNTHSCALE_TORCH_THREADS"] = str(max(1, int(spec.resources.num_cpus)))
+    # A data-parallel stage's Ray Train workers reserve the stage's other resources.
+    os.environ[STAGE_RESOURCES_ENV] = json.dumps(worker_resources(spec.resources))
     store = open_store(store_root, cache)
     # Inputs as folders on this node: an upstream's artifact_dir is a path on the node that
     # ran it (an object store's cache there), so the store resolves each one here.
@@ -210,6 +213,18 @@ def _node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+STAGE_RESOURCES_ENV = "SYNTHSCALE_STAGE_RESOURCES"     # read by ray_train.py
+
+
+def worker_resources(res) -> dict[str, float]:
+    """A Ray Train worker's reservation beyond CPU/GPU: the stage's custom resource and
+    memory (`StageResources`), as Ray resource names."""
+    extra = {res.custom_resource: res.custom_amount} if res.custom_resource else {}
+    if res.memory_gb:
+        extra["memory"] = float(int(res.memory_gb * 2**30))
+    return extra
 
 
 def _remote_stages():
@@ -236,9 +251,8 @@ def train_workers(spec: StageSpec) -> int:
     return method.parallel.num_workers if method is not None else 1
 
 
-def _submit(remote, spec: StageSpec, config: Config, store: ArtifactStore, deps: list):
-    """Submit `spec` to run on a node (`store`: an ArtifactStore or ObjectStore)."""
-    shared, isolated = remote
+def task_options(spec: StageSpec, config: Config) -> dict:
+    """What the stage's Ray task reserves, and how it is retried."""
     res = spec.resources
     options = dict(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=config.cluster.max_retries,
                    retry_exceptions=config.cluster.retry_exceptions, name=spec.id)
@@ -248,10 +262,19 @@ def _submit(remote, spec: StageSpec, config: Config, store: ArtifactStore, deps:
         options["resources"] = {res.custom_resource: res.custom_amount}
     if train_workers(spec) > 1:
         # A data-parallel stage's task only launches a TorchTrainer and waits for it
-        # (ray_train.py): each worker reserves the stage's resources instead, and the task
-        # holding them too could leave the workers unplaceable.
+        # (ray_train.py): each worker reserves the stage's resources instead (a custom one
+        # too, so workers land only where it is), and the task holding them too could
+        # leave the workers unplaceable.
         options.update(num_cpus=0, num_gpus=0)
         options.pop("memory", None)
+        options.pop("resources", None)
+    return options
+
+
+def _submit(remote, spec: StageSpec, config: Config, store: ArtifactStore, deps: list):
+    """Submit `spec` to run on a node (`store`: an ArtifactStore or ObjectStore)."""
+    shared, isolated = remote
+    options = task_options(spec, config)
     execute = isolated if options["num_gpus"] > 0 else shared
     return execute.options(**options).remote(spec, str(store.root), _cache_setting(config), *deps)
 

@@ -144,3 +144,55 @@ def test_a_two_worker_sweep_cell_publishes_once_evaluates_and_is_cached(tmp_path
     again = run_command(command, 400, cwd=ROOT)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "(0 run, 4 cached)" in again.stdout
+
+
+def test_a_data_parallel_stage_waits_reserving_nothing_its_workers_hold_its_resources():
+    """The stage's task only waits for the TorchTrainer: its custom resource and memory go
+    to each worker, so Ray places workers only on nodes that offer them."""
+    from orchestrator.runner import task_options, worker_resources
+
+    overrides = ["cluster.resources.sft.custom_resource=trainer",
+                 "cluster.resources.sft.custom_amount=0.5", "cluster.resources.sft.memory_gb=1"]
+    for workers, waits in ((1, False), (2, True)):
+        config = load_config(SMOKE, ["grid.sizes=[100]", f"train.num_workers={workers}",
+                                     *overrides])
+        sft = next(s for s in expand_grid(config).specs if s.stage == "sft")
+        options = task_options(sft, config)
+        if waits:
+            assert options["num_cpus"] == 0 and "resources" not in options
+            assert "memory" not in options
+        else:
+            assert options["resources"] == {"trainer": 0.5} and options["memory"] == 2**30
+        assert worker_resources(sft.resources) == {"trainer": 0.5, "memory": float(2**30)}
+
+
+@pytest.mark.slow
+def test_ray_train_workers_reserve_the_stages_custom_resource(base, tmp_path, monkeypatch):
+    """On a Ray offering 2 `trainer`, a 2-worker training whose stage asks 1 `trainer`
+    holds both while it trains (watched from the driver)."""
+    import threading
+
+    import ray
+
+    from orchestrator.runner import STAGE_RESOURCES_ENV
+
+    monkeypatch.setenv(STAGE_RESOURCES_ENV, '{"trainer": 1.0}')
+    ray.init(num_cpus=2, resources={"trainer": 2.0}, include_dashboard=False,
+             log_to_driver=False)
+    seen, stop = [], threading.Event()
+
+    def watch():
+        while not stop.wait(0.2):
+            seen.append(ray.available_resources().get("trainer", 0.0))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        method = TrainMethod(parallel=DataParallel(num_workers=2))
+        sft_train(TrainRun(base, ModelLoading(), SFTSettings(epochs=1, batch_size=4), 0, "auto",
+                           method), ROWS, tmp_path / "two")
+    finally:
+        stop.set()
+        watcher.join()
+        ray.shutdown()
+    assert seen and min(seen) == 0.0 and max(seen) == 2.0, sorted(set(seen))
