@@ -128,9 +128,13 @@ def test_a_driver_killed_at_two_points_resumes_without_redoing_or_duplicating(
     assert_one_result_per_cell(out, runs, STAGES)
     (parent,) = [r for r in runs if r.data.tags.get("synthscale_kind") == "sweep"]
     assert parent.info.status == "FINISHED" and parent.data.tags["attempts"] == "3"
-    # the killed attempts' half-logged stage runs: ended KILLED and deleted by their reapers
-    # before the next attempt started, never RUNNING
-    assert trashed and all(r.info.status == "KILLED" for r in trashed.values()), \
+    # the killed attempts' half-logged stage runs, if a kill landed while one was being
+    # logged: ended KILLED and deleted by their reapers before the next attempt started,
+    # never RUNNING. Whether a kill lands in that window is a race (on a loaded CI machine
+    # both kills once missed it); tests/orchestrator/test_tracking.py cuts the logging
+    # at fixed points instead, so that path is always tested.
+    print(f"half-logged stage runs caught by the kills: {len(trashed)}")
+    assert all(r.info.status == "KILLED" for r in trashed.values()), \
         [(r.info.run_name, r.info.status) for r in trashed.values()]
     every = stage_runs(mlflow_server, experiment, every=True)
     assert {r.info.run_id for r in every if r.info.lifecycle_stage == "deleted"} == set(trashed)
