@@ -209,21 +209,17 @@ class Progress:
     def _speed(self, kind: str) -> float:
         """Actual / predicted seconds of this sweep's done stages: of `kind` once one is;
         before any is done, at least the smallest overrun of the stages running."""
-        own = self.speed[kind][1] > 0
-        actual, predicted = self.speed[kind] if own else self.speed["*"]
-        speed = actual / predicted if predicted > 0 else 1.0
-        if self.speed["*"][1] > 0:          # a stage has finished: its speed is measured
-            return speed
+        actual, predicted = self.speed[kind] if self.speed[kind][1] > 0 else self.speed["*"]
+        if predicted > 0:                   # a stage has finished: its speed is measured
+            return actual / predicted
         overruns = []
         for key, seconds in self._running(time.monotonic()).items():
-            spec = self.plan.get(key)
             before = self.prior.get(key)
-            if (before is not None and before.seconds > 0 and not before.lower_bound
-                    and (not own or kind_of(spec.stage, spec.id) == kind)):
+            if before is not None and before.seconds > 0 and not before.lower_bound:
                 overruns.append(seconds / before.seconds)
         # The smallest: which of them really runs is unknown (one may still wait for CPUs
         # that another holds), and at least one does, so the speed is at least that.
-        return max(speed, min(overruns)) if overruns else speed
+        return max(1.0, min(overruns)) if overruns else 1.0
 
     def _running(self, now: float) -> dict[str, float]:
         """Seconds each stage in flight has probably been running. The runner submits a
