@@ -320,9 +320,14 @@ def shipped_prior(plan, path: Path = PRIOR_FILE) -> list[Observation]:
         return []
     for spec in plan.specs:
         model = to_dict(spec.params).get("model") if spec.stage == "base_model" else None
-        if model is not None and architecture != {name: model.get(name) for name in ARCHITECTURE}:
+        if model is not None and architecture != _architecture(model):
             return []
     return measured
+
+
+def _architecture(model: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a base model's `model` params that fix its speed (ARCHITECTURE)."""
+    return {name: model.get(name) for name in ARCHITECTURE}
 
 
 def write_prior(root: Path, path: Path = PRIOR_FILE) -> int:
@@ -338,7 +343,7 @@ def write_prior(root: Path, path: Path = PRIOR_FILE) -> int:
                  "(shipped_prior); regenerate with `make throughput-prior`",
         "measured_with": bases[0].get("provenance", {}),
         "cpus": os.cpu_count(),
-        "architecture": {name: model.get(name) for name in ARCHITECTURE},
+        "architecture": _architecture(model),
         "observations": observations}, indent=1, sort_keys=True) + "\n")
     return len(observations)
 
