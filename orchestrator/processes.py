@@ -279,4 +279,16 @@ def owner_is_gone(tag: str) -> bool | None:
         return True
     except PermissionError:         # alive, another user's
         return False
-    return False
+    return _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    """A process that has ended but not been reaped still answers signal 0. A Ray worker
+    of a killed node is reparented to PID 1, and in a container whose PID 1 does not reap
+    it stays a zombie for good: its attempt must still count as dead."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except OSError:                 # no /proc (macOS): signal 0's answer stands
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]

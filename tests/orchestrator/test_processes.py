@@ -206,3 +206,29 @@ def test_a_taken_port_names_its_holder_until_it_is_ended():
     finally:
         end_group(server)
     ensure_port_free("127.0.0.1", port)              # free once the holder is gone
+
+
+def test_an_owner_that_ended_but_was_not_reaped_is_gone():
+    """A zombie still answers signal 0; an attempt it owned is dead all the same (a killed
+    Ray node's workers stay zombies where PID 1 does not reap them)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from orchestrator.processes import owner_is_gone
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    tag = f"{socket.gethostname()}:{child.pid}"
+    try:
+        assert owner_is_gone(tag) is False
+        child.kill()
+        deadline = time.monotonic() + 10
+        while "Z" not in open(f"/proc/{child.pid}/stat").read().rpartition(")")[2][:3]:
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.05)
+        assert owner_is_gone(tag) is True          # not reaped yet: a zombie
+    finally:
+        child.kill()
+        child.wait()
+    assert owner_is_gone(tag) is True
