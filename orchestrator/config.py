@@ -236,10 +236,11 @@ class PerStepConfig:
                                    "prefix from which no rollout succeeds: the same first_zero "
                                    "pit for fewer rollouts (spend the saving on rollouts K)")
     rejected: Literal[REJECTED_SIDES] = knob(
-        "to_end", "the per-step pair's rejected side: to_end: the negative from the pit to its "
-                  "answer, with EOS; through_pit: the negative truncated after the pit step, no "
-                  "EOS, both sides starting after the bare problem (Setlur et al. 2024); "
-                  "pit_step: the pit step alone, no EOS (Self-Explore). docs/data_types.md")
+        "through_pit", "the per-step pair's rejected side: through_pit: the negative truncated "
+                       "after the pit step, no EOS, both sides starting after the bare problem "
+                       "(Setlur et al. 2024); pit_step: the pit step alone, no EOS "
+                       "(Self-Explore); to_end: the negative from the pit to its answer, with "
+                       "EOS (this tool's behaviour before the knob). docs/data_types.md")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ class StepPairsParams:
     pit_rule: str
     max_pairs_per_problem: int
     n: int
-    rejected: str = field(default="to_end", metadata={KEY_NEUTRAL: True})   # added later
+    # Added after artifacts existed: to_end, the behaviour before, is the key-neutral value;
+    # the config's default (through_pit) is not, so it never reuses those artifacts.
+    rejected: str = field(default="to_end", metadata={KEY_NEUTRAL: True})
 
     @classmethod
     def from_config(cls, config: Config, point: GridPoint) -> StepPairsParams:

@@ -182,19 +182,21 @@ def test_rft_matches_its_baselines_steps_only_when_asked():
 
 def test_a_knob_added_later_moves_keys_only_off_its_default():
     """per_step.rejected came after artifacts existed (KEY_NEUTRAL): at to_end, the old
-    behaviour, every key is what it was; through_pit moves the step pairs and downstream."""
+    behaviour, every key is what it was before the knob; the config's default, through_pit
+    (the paper's), moves the step pairs and downstream, and only those."""
     from orchestrator.planning.plan import key_data
 
     rows = ["sft_teacher", "dpo_per_step", "dpo_nll_only"]
+    legacy = keys_by_id(plan_for(grid__data_types=rows, per_step__rejected="to_end"))
     default = keys_by_id(plan_for(grid__data_types=rows))
-    explicit = keys_by_id(plan_for(grid__data_types=rows, per_step__rejected="to_end"))
-    moved = keys_by_id(plan_for(grid__data_types=rows, per_step__rejected="through_pit"))
+    explicit = keys_by_id(plan_for(grid__data_types=rows, per_step__rejected="through_pit"))
     assert explicit == default
     changed = {i.split("[")[0] + ("" if "dpo_" not in i else "/" + i.split("[")[1].split(",")[0])
-               for i in default if default[i] != moved[i]}
+               for i in default if default[i] != legacy[i]}
     assert changed == {"step_pairs", "dpo/dpo_per_step", "dpo/dpo_nll_only",
                        "evaluate/dpo_per_step", "evaluate/dpo_nll_only"}
-    spec = next(s for s in plan_for(grid__data_types=rows).specs if s.stage == "step_pairs")
+    spec = next(s for s in plan_for(grid__data_types=rows, per_step__rejected="to_end").specs
+                if s.stage == "step_pairs")
     assert "rejected" not in key_data(spec.params) and spec.params.rejected == "to_end"
 
 
