@@ -289,6 +289,11 @@ class StageResources:
     custom_amount: float = knob(1.0, "how much of custom_resource one such stage reserves",
                                 min=0.0)
 
+    @property
+    def memory_bytes(self) -> int:
+        """memory_gb as Ray's `memory` resource counts it (bytes; 0: no reservation)."""
+        return int(self.memory_gb * 2**30)
+
 
 @dataclass(frozen=True)
 class ResourcesConfig:

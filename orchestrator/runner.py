@@ -146,7 +146,7 @@ def unplaceable(plan: Plan) -> list[str]:
     problems: dict[str, str] = {}
     for spec in plan.specs:
         res = spec.resources
-        need = {"CPU": res.num_cpus, "GPU": res.num_gpus, "memory": (res.memory_gb or 0) * 2**30}
+        need = {"CPU": res.num_cpus, "GPU": res.num_gpus, "memory": res.memory_bytes}
         if res.custom_resource:
             need[res.custom_resource] = res.custom_amount
         if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
@@ -223,7 +223,7 @@ def worker_resources(res) -> dict[str, float]:
     memory (`StageResources`), as Ray resource names."""
     extra = {res.custom_resource: res.custom_amount} if res.custom_resource else {}
     if res.memory_gb:
-        extra["memory"] = float(int(res.memory_gb * 2**30))
+        extra["memory"] = float(res.memory_bytes)
     return extra
 
 
@@ -257,7 +257,7 @@ def task_options(spec: StageSpec, config: Config) -> dict:
     options = dict(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=config.cluster.max_retries,
                    retry_exceptions=config.cluster.retry_exceptions, name=spec.id)
     if res.memory_gb:
-        options["memory"] = int(res.memory_gb * 2**30)
+        options["memory"] = res.memory_bytes
     if res.custom_resource:
         options["resources"] = {res.custom_resource: res.custom_amount}
     if train_workers(spec) > 1:
