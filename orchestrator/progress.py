@@ -163,16 +163,16 @@ class Progress:
         if not remaining:
             return 0.0, False
         all_durations = [d for ds in self.durations.values() for d in ds]
-        predicted = [self._predict(spec) for spec in remaining]
+        # Once per status line, not per remaining stage: the plan may hold thousands.
+        running = self._running(time.monotonic())
+        predicted = [self._predict(spec, running) for spec in remaining]
         if not all_durations and any(p is None for p in predicted):
             return None, True
-        now = time.monotonic()
         # The median, not the mean: one long stage (the base model's pre-training, minutes
         # where a cell's stages take seconds) made every unmeasured stage look that slow.
         fallback = statistics.median(all_durations) if all_durations else 0.0
         # A kind no stage of has finished yet takes at least as long as its
         # longest-running member so far (a slow base model must not read "ETA 8s").
-        running = self._running(now)
         running_for: dict[str, float] = defaultdict(float)
         for key, seconds in running.items():
             stage = self.plan.get(key).stage
@@ -191,29 +191,33 @@ class Progress:
         # cells' chains (sample -> rft_data -> sft -> evaluate) run one stage at a time.
         return max(work / self.parallelism, max(ends.values())), unmeasured
 
-    def _predict(self, spec: StageSpec) -> float | None:
-        """Seconds for a stage not done yet (the module docstring's order); None: unknown."""
+    def _predict(self, spec: StageSpec, running: dict[str, float]) -> float | None:
+        """Seconds for a stage not done yet (the module docstring's order); None: unknown.
+        `running`: `_running`'s answer for now."""
         before = self.prior.get(spec.key)
         kind = kind_of(spec.stage, spec.id)
         if before is not None and before.basis in ("fit", "prior"):
-            return before.seconds * self._speed(kind)
+            return before.seconds * self._speed(kind, running)
         here = _predicted(self.live, spec) if self.live.observations else None
         if here is not None and here.basis == "fit":
             return here.seconds
         if before is not None and not before.lower_bound:
-            return before.seconds * self._speed(kind)
+            return before.seconds * self._speed(kind, running)
         if here is not None and not here.lower_bound:
             return here.seconds
         return None
 
-    def _speed(self, kind: str) -> float:
+    def _speed(self, kind: str, running: dict[str, float] | None = None) -> float:
         """Actual / predicted seconds of this sweep's done stages: of `kind` once one is;
-        before any is done, at least the smallest overrun of the stages running."""
+        before any is done, at least the smallest overrun of the stages `running` (default:
+        `_running` now)."""
         actual, predicted = self.speed[kind] if self.speed[kind][1] > 0 else self.speed["*"]
         if predicted > 0:                   # a stage has finished: its speed is measured
             return actual / predicted
         overruns = []
-        for key, seconds in self._running(time.monotonic()).items():
+        if running is None:
+            running = self._running(time.monotonic())
+        for key, seconds in running.items():
             before = self.prior.get(key)
             if before is not None and before.seconds > 0 and not before.lower_bound:
                 overruns.append(seconds / before.seconds)
