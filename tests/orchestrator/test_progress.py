@@ -294,20 +294,23 @@ def test_the_eta_of_a_recorded_fresh_demo_sweep_is_within_1_5x(monkeypatch):
     import json
 
     from orchestrator.config import load_config
-    from orchestrator.estimate import Estimator
+    from orchestrator.estimate import Estimator, shipped_prior
 
     from ..conftest import ROOT
 
     data = ROOT / "tests" / "orchestrator" / "data"
     recorded = json.loads((data / "demo_fresh_sweep.json").read_text())
     plan = expand_grid(load_config(data / "demo_fresh_sweep.yaml", []))    # the demo it timed
+    # ... and the prior shipped then (made from that demo's stages), not today's demo's
+    prior = shipped_prior(plan, data / "demo_fresh_sweep_prior.json")
     by_id = {spec.id: spec for spec in plan.specs}
     stages = sorted(recorded["stages"], key=lambda r: r["ended"])
     end = recorded["sweep_ended"]
     clock = [0.0]
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    assert prior, "the recorded prior no longer applies to the recorded demo's plan"
     progress = Progress(plan, parallelism=2, stream=io.StringIO(),
-                        estimator=Estimator().with_prior(plan))
+                        estimator=Estimator(Estimator().observations, prior))
     for spec in plan.specs:
         progress.submitted(spec)
     ratios, t, i = [], 60.0, 0
