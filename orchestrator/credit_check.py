@@ -35,13 +35,13 @@ def wrong_lines(config: Config, rows: list[dict]) -> dict[int, int | None] | Non
         return None
     from orchestrator.tasks.arith import first_wrong_line
 
-    reference = _reference_solutions(config.task.source, config.task.n_train)
+    reference = reference_solutions(config.task.source, config.task.n_train)
     return {i: first_wrong_line(reference[row["problem_id"]], row["steps"])
             for i, row in enumerate(rows) if row["problem_id"] in reference}
 
 
 @functools.lru_cache(maxsize=2)
-def _reference_solutions(source: TaskSource, n_train: int) -> dict[str, str]:
+def reference_solutions(source: TaskSource, n_train: int) -> dict[str, str]:
     """problem id -> the exact solution, for every training problem (built once a sweep)."""
     return {p.id: p.solution for p in make_task(source, n_train, 0).split("train")}
 

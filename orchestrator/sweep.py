@@ -24,6 +24,7 @@ from orchestrator.config import Config, config_dict
 from orchestrator.config_schema import ConfigError
 from orchestrator.contract import Files
 from orchestrator.credit_check import pit_check_metrics, pit_check_table
+from orchestrator.data_check import data_check_table
 from orchestrator.errors import one_line
 from orchestrator.estimate import Estimator
 from orchestrator.files import write_atomically
@@ -433,20 +434,37 @@ def check_credit(config: Config, plan: Plan, outcomes: dict[str, Outcome], track
                  events: SweepEvents) -> Path | None:
     """The per-step rows' pits against the task's first wrong lines (credit_check):
     pit_check.csv, and on the sweep's run a table and pit_precision_k<k> / pit_recall_k<k>
-    against n (MLflow's step), so the rollouts are checked before the 8x is trusted."""
+    against n (MLflow's step), so the rollouts are checked before the 8x is trusted. Also
+    the training data against the same truth (data_check): data_check.csv and its table."""
+    data = data_check_table(config, plan, outcomes)
+    if data is not None:
+        data_path = config.output_dir / "data_check.csv"
+        write_atomic_csv(data, data_path)
+        _log_tables(tracker, events, {"data_check": data_path})
     table = pit_check_table(config, plan, outcomes)
     if table is None:
         return None
     path = config.output_dir / "pit_check.csv"
     write_atomic_csv(table, path)
-    if not events.tracking_errors:
+    if _log_tables(tracker, events, {"pit_check": path}):
         try:
-            tracker.log_sweep_tables({"pit_check": path})
             for n, metrics in pit_check_metrics(table).items():
                 tracker.log_sweep_metrics(metrics, step=n)
         except Exception as exc:  # noqa: BLE001 - the table is on disk either way
             events.tracking_errors.append(one_line(exc))
     return path
+
+
+def _log_tables(tracker, events: SweepEvents, tables: dict[str, Path]) -> bool:
+    """Log tables to the sweep's run unless tracking already failed; False if it has."""
+    if events.tracking_errors:
+        return False
+    try:
+        tracker.log_sweep_tables(tables)
+    except Exception as exc:  # noqa: BLE001 - the tables are on disk either way
+        events.tracking_errors.append(one_line(exc))
+        return False
+    return True
 
 
 def _end_tracking(tracker, events: SweepEvents, status: str) -> None:

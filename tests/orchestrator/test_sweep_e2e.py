@@ -102,6 +102,11 @@ def test_sweep_end_to_end_then_rerun_does_nothing(tmp_path, mlflow_server):
         (n, s, k) for n in (100, 200) for s in (0, 1) for k in (1, 2)]
     assert pit_check.precision.between(0, 1).all() and (pit_check.negatives > 0).all()
     assert "tables/pit_check.json" in tables and "tables/paired.json" in tables
+    # ... and the training data: RFT's own positives and the outcome pairs, per n and seed
+    data_check = pd.read_csv(out / "data_check.csv")
+    assert set(data_check.stage) <= {"rft_data", "pairs"} and "pairs" in set(data_check.stage)
+    assert data_check.valid.between(0, 1).all() and (data_check.rows > 0).all()
+    assert "tables/data_check.json" in tables
     history = client.get_metric_history(sweeps[0].info.run_id, "pit_precision_k2")
     assert sorted(m.step for m in history) == [100, 200]
     assert all(r.data.params["dpo.beta"] == "0.1" and r.data.metrics["examples"] > 0 for r in dpo)
