@@ -23,12 +23,11 @@ from orchestrator.compose import differences
 from orchestrator.config import Config, config_dict
 from orchestrator.config_schema import ConfigError
 from orchestrator.contract import Files
-from orchestrator.credit_check import pit_check_metrics, pit_check_table
-from orchestrator.data_check import data_check_table
 from orchestrator.errors import one_line
 from orchestrator.estimate import Estimator
 from orchestrator.files import write_atomically
 from orchestrator.live import LiveCurves, fit_options
+from orchestrator.oracle_checks import check_credit, log_tables
 from orchestrator.planning import Plan, StageSpec, describe_plan, expand_grid
 from orchestrator.processes import end_group
 from orchestrator.progress import Progress
@@ -333,7 +332,7 @@ def _sweep(config: Config, stream, at_end: ExitStack) -> SweepSummary:
                                failed, report.skipped, report.cancelled,
                                events.tracking_errors, events.retried)
         summary.first_failure = events.first_failure
-        check_credit(config, plan, report.outcomes, tracker, events)
+        check_credit(config, plan, report.outcomes, tracker, events.tracking_errors)
         if config.analysis.enabled:
             summary.analysis_files, summary.analysis_text = analyse(config, results_csv, tracker,
                                                                     events)
@@ -430,52 +429,12 @@ def analyse(config: Config, results_csv: Path, tracker, events: SweepEvents) -> 
     return report.files, report.text()
 
 
-def check_credit(config: Config, plan: Plan, outcomes: dict[str, Outcome], tracker,
-                 events: SweepEvents) -> Path | None:
-    """The per-step rows' pits against the task's first wrong lines (credit_check):
-    pit_check.csv, and on the sweep's run a table and pit_precision_k<k> / pit_recall_k<k>
-    against n (MLflow's step), so the rollouts are checked before the 8x is trusted. Also
-    the training data against the same truth (data_check): data_check.csv and its table."""
-    data = data_check_table(config, plan, outcomes)
-    if data is not None:
-        data_path = config.output_dir / "data_check.csv"
-        write_atomic_csv(data, data_path)
-        _log_tables(tracker, events, {"data_check": data_path})
-    table = pit_check_table(config, plan, outcomes)
-    if table is None:
-        return None
-    path = config.output_dir / "pit_check.csv"
-    write_atomic_csv(table, path)
-    if _log_tables(tracker, events, {"pit_check": path}):
-        try:
-            for n, metrics in pit_check_metrics(table).items():
-                tracker.log_sweep_metrics(metrics, step=n)
-        except Exception as exc:  # noqa: BLE001 - the table is on disk either way
-            events.tracking_errors.append(one_line(exc))
-    return path
-
-
-def _log_tables(tracker, events: SweepEvents, tables: dict[str, Path]) -> bool:
-    """Log tables to the sweep's run unless tracking already failed; False if it has."""
-    if events.tracking_errors:
-        return False
-    try:
-        tracker.log_sweep_tables(tables)
-    except Exception as exc:  # noqa: BLE001 - the tables are on disk either way
-        events.tracking_errors.append(one_line(exc))
-        return False
-    return True
-
-
 def _end_tracking(tracker, events: SweepEvents, status: str) -> None:
     results_csv = events.config.output_dir / "results.csv"
-    if status != "KILLED" and not events.tracking_errors and results_csv.exists():
-        try:
-            # The sweep's own table: its run is complete even where its stage runs were
-            # logged under an earlier sweep's run (one that this sweep extends).
-            tracker.log_sweep_tables({"results": results_csv})
-        except Exception as exc:  # noqa: BLE001 - results.csv is on disk either way
-            events.tracking_errors.append(one_line(exc))
+    if status != "KILLED" and results_csv.exists():
+        # The sweep's own table: its run is complete even where its stage runs were
+        # logged under an earlier sweep's run (one that this sweep extends).
+        log_tables(tracker, events.tracking_errors, {"results": results_csv})
     try:
         tracker.end_sweep(status)
         tracker.log_sweep_outcome(events.not_run)
