@@ -42,25 +42,23 @@ def check_rows(stage: str, rows: list[dict], reference: dict[str, str]) -> dict 
     """`COLUMNS` less n and seed for one artifact's rows; None when nothing is checkable."""
     from orchestrator.tasks.arith import first_wrong_line
 
-    def wrong(problem_id: str, text: str) -> int | None:
-        return first_wrong_line(reference[problem_id], split_steps(text))
-
     rows = [r for r in rows if r["problem_id"] in reference]
     if stage == "rft_data":
         own = [r for r in rows if r.get("source") != "teacher"]
         if not own:
             return None
-        valid = sum(wrong(r["problem_id"], r["completion"]) is None for r in own)
+        valid = sum(first_wrong_line(reference[r["problem_id"]], split_steps(r["completion"]))
+                    is None for r in own)
         return {"stage": stage, "rows": len(own), "valid": valid / len(own),
                 "first_diff_at_wrong_line": float("nan")}
     if not rows:
         return None
     valid = at_wrong_line = 0
     for r in rows:
-        valid += wrong(r["problem_id"], r["chosen"]) is None
-        bad = wrong(r["problem_id"], r["rejected"])
-        at_wrong_line += bad is not None and bad == first_difference(
-            split_steps(r["chosen"]), split_steps(r["rejected"]))
+        chosen, rejected = split_steps(r["chosen"]), split_steps(r["rejected"])
+        valid += first_wrong_line(reference[r["problem_id"]], chosen) is None
+        bad = first_wrong_line(reference[r["problem_id"]], rejected)
+        at_wrong_line += bad is not None and bad == first_difference(chosen, rejected)
     return {"stage": stage, "rows": len(rows), "valid": valid / len(rows),
             "first_diff_at_wrong_line": at_wrong_line / len(rows)}
 
